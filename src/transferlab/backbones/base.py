@@ -1,0 +1,35 @@
+"""The backbone contract every task relies on."""
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """Maps a batch of inputs to pooled features [B, feature_dim].
+
+    Subclasses set `feature_dim`, keep their layers in order so that `block_names()` lists
+    the stem, the blocks and the final norm/projection (used for partial freezing and
+    layer-wise LR decay), and name `lora_targets`, the linear layers LoRA adapts by default.
+    """
+
+    feature_dim: int
+    lora_targets: tuple[str, ...] = ()
+
+    def block_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def block_of(self, param_name: str) -> int:
+        """Depth index of a parameter: position of its block in `block_names()` (0 = stem)."""
+        names = self.block_names()
+        for i in range(len(names) - 1, -1, -1):
+            if param_name == names[i] or param_name.startswith(names[i] + "."):
+                return i
+        return 0
+
+    @property
+    def num_layers(self) -> int:
+        """Number of depth positions that `block_of` returns (stem = 0 ... last = num_layers - 1)."""
+        return len(self.block_names())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,78 @@
+"""Reading checkpoints as tensors only, and moving backbone weights between tasks."""
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferlab.errors import CheckpointError
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (its checkpoints/last.ckpt; a pipeline's pretrain stage)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for candidate in (p / "checkpoints" / "last.ckpt", p / "pretrain" / "checkpoints" / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"{p} is a folder without checkpoints/last.ckpt: pass a checkpoint file or a run folder")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    return p
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """torch.load with weights_only=True: tensors and plain containers, never code."""
+    p = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{p} was refused: it holds pickled objects beyond tensors and plain containers "
+                              f"(weights-only loading; {str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{p} is not a readable checkpoint ({str(e).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{p} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
+
+
+def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The `backbone.*` weights of a task checkpoint, or a bare backbone state dict."""
+    state = ckpt.get("state_dict", ckpt)
+    sub = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    if sub:
+        return sub
+    if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return dict(state)
+    return {}
+
+
+def load_backbone(backbone: nn.Module, path: str | Path) -> Path:
+    """Load pretrained backbone weights; a mismatch names the keys at fault."""
+    p = resolve_checkpoint(path)
+    state = backbone_state(load_checkpoint(p))
+    if not state:
+        raise CheckpointError(f"{p} holds no backbone weights (no 'backbone.*' keys in its state_dict)")
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_few(unexpected)}")
+        if shapes:
+            parts.append("shape mismatch " + _few([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes]))
+        raise CheckpointError(f"{p} does not match model backbone: " + "; ".join(parts)
+                              + " (is `model=` the same as when it was pretrained?)")
+    backbone.load_state_dict(state)
+    return p
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more

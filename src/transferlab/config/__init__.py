@@ -1,0 +1,1 @@
+"""Config handling: safe instantiation and validation of composed configs."""

@@ -1,0 +1,40 @@
+"""`_target_` instantiation restricted to the module prefixes the config tree allows."""
+
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from transferlab.errors import ConfigError
+
+DEFAULT_ALLOWED = ("transferlab.", "torch.optim.", "pytorch_lightning.", "lightning.")
+
+
+def check_targets(node: Any, allowed: tuple[str, ...] = DEFAULT_ALLOWED, where: str = "") -> None:
+    """Refuse any `_target_` outside `allowed` (a config or a checkpoint cannot import arbitrary code)."""
+    if isinstance(node, (DictConfig, dict)):
+        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
+        for key, value in items:
+            path = f"{where}.{key}" if where else str(key)
+            if key == "_target_" and not any(str(value).startswith(p) for p in allowed):
+                raise ConfigError(path, value, f"targets must start with one of {list(allowed)} "
+                                               "(add your package's prefix to `allowed_targets`)")
+            check_targets(value, allowed, path)
+    elif isinstance(node, (ListConfig, list, tuple)):
+        for i, value in enumerate(node):
+            check_targets(value, allowed, f"{where}[{i}]")
+
+
+def instantiate(node: Any, allowed: tuple[str, ...] = DEFAULT_ALLOWED, **kwargs: Any) -> Any:
+    from hydra.utils import instantiate as hydra_instantiate
+
+    check_targets(node, allowed)
+    if isinstance(node, dict):
+        node = OmegaConf.create(node)
+    return hydra_instantiate(node, _convert_="all", **kwargs)
+
+
+def to_plain(node: Any) -> Any:
+    """Resolved plain Python containers (safe to store in a weights-only checkpoint)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node

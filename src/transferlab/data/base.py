@@ -1,0 +1,127 @@
+"""In-memory classification datamodule shared by every array dataset (signals, images, tables).
+
+Subclasses only say where the arrays come from (`load_arrays`); class subsets, the validation
+split, k-shot / fraction subsets and normalization are decided here, once, for all of them.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from transferlab.data.spec import DataSpec
+from transferlab.data.splits import fraction_subset, k_shot, select_classes, stratified_split
+from transferlab.errors import ConfigError
+
+
+class ArrayDataModule(pl.LightningDataModule):
+    """Train/val/test tensors held in memory; deterministic per `split_seed`."""
+
+    modality = "image"
+
+    def __init__(
+        self,
+        classes: Sequence[int] | None = None,
+        labels_per_class: int | None = None,
+        fraction: float | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        normalize: bool = True,
+    ):
+        super().__init__()
+        self.classes = list(classes) if classes is not None else None
+        self.labels_per_class = labels_per_class
+        self.fraction = fraction
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, 256)
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.normalize = normalize
+        self._ready = False
+
+    # -- what subclasses provide ------------------------------------------------------------
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Source arrays (x_train, y_train, x_test, y_test), x already shaped (N, *input_shape)."""
+        raise NotImplementedError
+
+    def all_class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def extra_test_sets(self, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Additional (e.g. distribution-shifted) test sets, keyed by name; none by default."""
+        return {}
+
+    # -- splits -------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready:
+            return
+        x, y, x_test, y_test = self.load_arrays()
+        names = self.all_class_names()
+        if self.classes is not None:
+            bad = [c for c in self.classes if not 0 <= c < len(names)]
+            if bad:
+                raise ConfigError("data.classes", self.classes, f"class ids in 0..{len(names) - 1}")
+            names = [names[c] for c in self.classes]
+        x, y = select_classes(x, y, self.classes)
+        x_test, y_test = select_classes(x_test, y_test, self.classes)
+        keep, val = stratified_split(y, self.val_fraction, self.split_seed)
+        x_val, y_val, x, y = x[val], y[val], x[keep], y[keep]
+        if self.labels_per_class is not None:
+            smallest = int(np.bincount(y).min())
+            if self.labels_per_class > smallest:
+                raise ConfigError("data.labels_per_class", self.labels_per_class,
+                                  f"at most {smallest} (the smallest class's training examples)")
+            idx = k_shot(y, self.labels_per_class, self.split_seed)
+            x, y = x[idx], y[idx]
+        elif self.fraction is not None:
+            idx = fraction_subset(y, self.fraction, self.split_seed)
+            x, y = x[idx], y[idx]
+        extra = self.extra_test_sets(x_test, y_test)
+        if self.normalize:
+            mean, std = float(x.mean()), float(x.std()) + 1e-8
+            x, x_val, x_test = ((a - mean) / std for a in (x, x_val, x_test))
+            extra = {k: ((a - mean) / std, b) for k, (a, b) in extra.items()}
+        self.class_names = tuple(names)
+        self.train_set = _tensors(x, y)
+        self.val_set = _tensors(x_val, y_val)
+        self.test_set = _tensors(x_test, y_test)
+        self.extra_test = {k: _tensors(a, b) for k, (a, b) in extra.items()}
+        self._ready = True
+
+    @property
+    def spec(self) -> DataSpec:
+        self.setup()
+        return DataSpec(self.modality, tuple(self.train_set.tensors[0].shape[1:]), len(self.class_names), self.class_names)
+
+    # -- loaders ------------------------------------------------------------------------------
+    def _loader(self, dataset: TensorDataset, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False, self.eval_batch_size)
+
+    def test_dataloader(self):
+        main = self._loader(self.test_set, False, self.eval_batch_size)
+        if not self.extra_test:
+            return main
+        return [main] + [self._loader(d, False, self.eval_batch_size) for d in self.extra_test.values()]
+
+    @property
+    def test_set_names(self) -> list[str]:
+        return ["test"] + [f"test_shift/{k}" for k in self.extra_test]
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    return TensorDataset(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))

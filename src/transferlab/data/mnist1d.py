@@ -1,0 +1,55 @@
+"""MNIST-1D, generated locally by the `mnist1d` package (never downloaded), cached on disk."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.data.base import ArrayDataModule
+
+# The generator's knobs and the package's defaults (mnist1d.data.get_dataset_args).
+GENERATOR_DEFAULTS = {
+    "num_samples": 5000, "train_split": 0.8, "template_len": 12, "padding": [36, 60],
+    "scale_coeff": 0.4, "max_translation": 48, "corr_noise_scale": 0.25, "iid_noise_scale": 2e-2,
+    "shear_scale": 0.75, "shuffle_seq": False, "final_seq_length": 40, "seed": 42,
+}
+
+
+def generate(args: dict, cache_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Arrays x, y, x_test, y_test for one generator setting; generated once, then read from cache."""
+    key = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(os.path.expanduser(str(cache_dir))) / f"mnist1d-{key}.npz"
+    if path.exists():
+        with np.load(path) as f:
+            return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    data = make_dataset(ObjectView(dict(args)))
+    arrays = {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return arrays
+
+
+class MNIST1DDataModule(ArrayDataModule):
+    """Signals of shape (1, 40). `generator` overrides the package's default generation."""
+
+    modality = "signal"
+
+    def __init__(self, cache_dir: str = "~/.cache/transferlab", generator: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.cache_dir = cache_dir
+        self.generator = {**GENERATOR_DEFAULTS, **dict(generator or {})}
+
+    def load_arrays(self):
+        d = generate(self.generator, self.cache_dir)
+        f32 = np.float32
+        return d["x"].astype(f32)[:, None], d["y"].astype(np.int64), d["x_test"].astype(f32)[:, None], d["y_test"].astype(np.int64)
+
+    def all_class_names(self) -> list[str]:
+        return [str(i) for i in range(10)]

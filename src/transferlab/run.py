@@ -1,0 +1,129 @@
+"""One run: compose -> validate -> seed -> build -> fit -> test -> summary (metrics.json)."""
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from transferlab.config.validate import validate
+from transferlab.errors import UserError
+from transferlab.summary import write_summary
+
+log = logging.getLogger("transferlab")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN/Inf; the run stopped (its last good checkpoint is kept)."""
+
+
+def output_dir_of(cfg: DictConfig) -> Path:
+    return Path(str(cfg.paths.output_dir))
+
+
+def is_pipeline(cfg: DictConfig) -> bool:
+    return "stages" in cfg.task
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Entry for `python -m transferlab.train`: a single stage or a pipeline of stages."""
+    validate(cfg)
+    out = output_dir_of(cfg)
+    if is_pipeline(cfg):
+        from transferlab.pipeline import run_pipeline
+
+        summary = run_pipeline(cfg, out)
+    else:
+        summary = run_stage(cfg, out)
+    metric = cfg.get("optimized_metric")
+    return summary.get(metric) if metric else None
+
+
+def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
+    resume = cfg.get("resume")
+    if not resume:
+        return None
+    if resume == "auto":
+        last = out / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    from transferlab.checkpoint import resolve_checkpoint
+
+    return str(resolve_checkpoint(resume))
+
+
+def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """Train and test one task in `out`; return (and write) its summary."""
+    start = time.perf_counter()
+    import pytorch_lightning as pl
+
+    from transferlab.build import build_backbone, build_callbacks, build_datamodule, build_loggers, build_task, build_trainer
+    from transferlab.monitoring import StepStats
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    spec = datamodule.spec
+    backbone = build_backbone(cfg, spec)
+    task = build_task(cfg, backbone, spec)
+    if hasattr(task, "set_test_sets") and hasattr(datamodule, "test_set_names"):
+        task.set_test_sets(datamodule.test_set_names)
+    callbacks, loggers = build_callbacks(cfg), build_loggers(cfg)
+    trainer = build_trainer(cfg, out, callbacks, loggers)
+    ckpt_path = resume_checkpoint(cfg, out)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    fit_start = time.perf_counter()
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    except FloatingPointError as e:
+        raise TrainingDiverged(f"training diverged in {out}: {e}; last good checkpoint kept in {out / 'checkpoints'}") from None
+    fit_s = time.perf_counter() - fit_start
+    val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    test_ckpt = cfg.get("test_ckpt", "last")
+    results = trainer.test(task, datamodule=datamodule, ckpt_path="best" if test_ckpt == "best" else None, verbose=False)
+    tested: dict[str, float] = {}
+    for r in results:
+        tested.update({k: float(v) for k, v in r.items()})
+    summary: dict[str, Any] = {**tested, **val, **task.param_counts()}
+    for cb in callbacks:
+        if isinstance(cb, StepStats):
+            summary.update(cb.summary())
+    summary.update({
+        "task": cfg.task.name, "kind": getattr(task, "kind", "pretrain"), "peft": cfg.peft.name if getattr(task, "kind", "") == "finetune" else None,
+        "data": cfg.data.name, "model": cfg.model.name, "seed": int(cfg.seed),
+        "pretrained": str(getattr(task, "pretrained", None) or "") or None,
+        "checkpoint": _relative(_checkpoint_file(trainer, "last"), out), "best_checkpoint": _relative(_checkpoint_file(trainer, "best"), out),
+        "tested": test_ckpt, "epochs": trainer.current_epoch, "steps": trainer.global_step,
+        "time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start,
+    })
+    if trainer.is_global_zero:
+        write_summary(out, summary)
+        for lg in loggers:
+            if hasattr(lg, "log_summary"):
+                lg.log_summary(summary)
+    return summary
+
+
+def _checkpoint_file(trainer, which: str) -> str | None:
+    cb = trainer.checkpoint_callback
+    if cb is None:
+        return None
+    path = cb.best_model_path if which == "best" else (cb.last_model_path or cb.best_model_path)
+    return path or None
+
+
+def _relative(path: str | None, out: Path) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -1,0 +1,1 @@
+"""LightningModules: pretraining objectives and fine-tuning, all owning `self.backbone`."""
