@@ -35,7 +35,10 @@ def validate_stage(cfg: DictConfig) -> None:
     if "_target_" in cfg.task and "stages" not in cfg.task:
         from hydra.utils import get_class
 
-        kind = getattr(get_class(cfg.task._target_), "kind", "pretrain")
+        task_cls = get_class(cfg.task._target_)
+        kind = getattr(task_cls, "kind", "pretrain")
+        if hasattr(task_cls, "validate_config"):  # a task's own pre-flight checks (e.g. masked needs a transformer)
+            task_cls.validate_config(cfg)
         if kind != "finetune" and cfg.peft.get("name") not in (None, "full"):
             raise ConfigError("peft", cfg.peft.get("name"),
                               f"task={cfg.task.name} is a pretraining task that trains the whole backbone: use peft=full, or task=finetune")
