@@ -1,5 +1,6 @@
 """Fine-tuning: load pretrained `backbone.*` weights (or start from random), adapt, add a fresh head."""
 
+from pathlib import Path
 from typing import Any
 
 from transferlab.adaptation.base import Adaptation
@@ -12,13 +13,25 @@ class FinetuneTask(ClassifierTask):
 
     kind = "finetune"
 
-    def __init__(self, backbone, *args: Any, adaptation: Adaptation, pretrained: str | None = None, **kwargs: Any):
+    def __init__(self, backbone, *args: Any, adaptation: Adaptation, pretrained: str | None = None,
+                 save_adapter: bool = False, **kwargs: Any):
         if pretrained:
             load_backbone(backbone, pretrained)
         backbone = adaptation.attach(backbone)
         super().__init__(backbone, *args, **kwargs)
         self.adaptation = adaptation
         self.pretrained = pretrained
+        self.save_adapter = save_adapter
+
+    def on_train_end(self) -> None:
+        """With `task.save_adapter`, also write the small adapter file beside last.ckpt."""
+        if not self.save_adapter or not self.trainer.is_global_zero:
+            return
+        from transferlab.adaptation.artifact import FILENAME, save_adapter
+
+        cb = self.trainer.checkpoint_callback
+        folder = Path(cb.dirpath) if cb is not None and cb.dirpath else Path(self.trainer.default_root_dir) / "checkpoints"
+        save_adapter(self, folder / FILENAME)
 
     def train(self, mode: bool = True):
         super().train(mode)

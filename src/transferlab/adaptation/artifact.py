@@ -1,0 +1,67 @@
+"""The adapter-only file: what fine-tuning changed (trainable tensors + backbone buffers), small.
+
+It is a plain dict of tensors and containers, so `torch.load(weights_only=True)` reads it.
+Reloading needs the same pretrained backbone and `peft` config (both recorded in the file).
+"""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferlab.checkpoint import load_checkpoint
+from transferlab.errors import CheckpointError
+
+FORMAT = "transferlab-adapter/1"
+FILENAME = "adapter.pt"
+
+
+def adapter_state(task: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters (adapter, head, and whatever the method unfroze) plus the backbone's
+    buffers (e.g. BatchNorm statistics, which move in train mode even when weights are frozen)."""
+    state = {n: p.detach().cpu().clone() for n, p in task.named_parameters() if p.requires_grad}
+    backbone = getattr(task, "backbone")
+    params = {n for n, _ in backbone.named_parameters()}
+    for n, t in backbone.state_dict().items():
+        if n not in params:
+            state[f"backbone.{n}"] = t.detach().cpu().clone()
+    return state
+
+
+def save_adapter(task: nn.Module, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pretrained = getattr(task, "pretrained", None)
+    config = dict(getattr(task, "hparams", {}).get("config", {}) or {})
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "state_dict": adapter_state(task),
+        "peft": getattr(getattr(task, "adaptation", None), "name", None),
+        "pretrained": str(Path(pretrained).resolve()) if pretrained else None,
+        "config": config,
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def is_adapter_file(ckpt: dict[str, Any]) -> bool:
+    return ckpt.get("format") == FORMAT
+
+
+def load_adapter(task: nn.Module, path: str | Path) -> nn.Module:
+    """Load an adapter file onto a task built with the same pretrained backbone and `peft` method."""
+    ckpt = load_checkpoint(path)
+    if not is_adapter_file(ckpt):
+        raise CheckpointError(f"{path} is not an adapter file (format {ckpt.get('format')!r}, expected {FORMAT!r})")
+    state = ckpt["state_dict"]
+    own = task.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    if unexpected or shapes:
+        raise CheckpointError(f"{path} does not match this model (peft={ckpt.get('peft')!r} in the file): "
+                              f"unexpected {unexpected[:4]}, shape mismatch {shapes[:4]}")
+    task.load_state_dict(state, strict=False)
+    return task
