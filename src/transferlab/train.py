@@ -4,10 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.cli import CONFIG_DIR, report_user_errors
+from transferlab.sweep import sweep_job
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @report_user_errors
+@sweep_job
 def main(cfg: DictConfig) -> float | None:
     from transferlab.run import train
 

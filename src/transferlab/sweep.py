@@ -1,0 +1,189 @@
+"""Hydra multirun support: a sweep survives failing jobs and ends with a summary table.
+
+- `sweep_job` wraps the task function: under multirun a failing job (bad config, NaN
+  divergence, any exception) is recorded in `<job>/error.json` and returns the worst value
+  for the sweeper's direction (so an Optuna study goes on) instead of killing the sweep.
+- `SweepSummary` (a Hydra callback, registered in conf/hydra/default.yaml) writes
+  `summary.csv` / `summary.md` of every job into the sweep folder and makes the sweep's
+  exit code 1 when any job failed.
+
+Imports no torch: it runs in the launcher process too.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.compare import ERROR_FILE, load_runs, write_tables
+from transferlab.summary import atomic_write_text
+
+log = logging.getLogger("transferlab")
+
+SUMMARY_STEM = "summary"
+SWEEP_INFO = "sweep.json"
+
+
+def _hydra_cfg() -> DictConfig | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def in_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hc = _hydra_cfg()
+    return hc is not None and hc.mode == RunMode.MULTIRUN
+
+
+def worst_value() -> float | None:
+    """What a sweeper should see for a failed job: -inf when maximizing, +inf when minimizing, None if it has no direction."""
+    hc = _hydra_cfg()
+    direction = hc.sweeper.get("direction") if hc is not None else None
+    if isinstance(direction, str):
+        return -math.inf if direction.lower().startswith("max") else math.inf
+    return None
+
+
+def failure_reason(exc: BaseException) -> str:
+    from transferlab.errors import UserError
+
+    if type(exc).__name__ == "TrainingDiverged":
+        return "diverged"
+    if isinstance(exc, UserError):
+        return "user_error"
+    return "exception"
+
+
+def record_failure(job_dir: Path, reason: str, error: str, overrides: list[str], details: str = "") -> Path:
+    """`<job>/error.json`: what compare and the sweep summary show for a failed job."""
+    path = job_dir / ERROR_FILE
+    atomic_write_text(path, json.dumps({"status": "failed", "reason": reason, "error": error,
+                                        "overrides": overrides, "traceback": details}, indent=2) + "\n")
+    return path
+
+
+def finish_wandb(exit_code: int) -> None:
+    """End the W&B run a job left open, so the next job of the same process is its own run."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+def sweep_job(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Under multirun, turn a job's failure into a record + the worst value; outside multirun do nothing."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: DictConfig) -> Any:
+        if not in_multirun():
+            return fn(cfg)
+        hc = _hydra_cfg()
+        job_dir = Path(hc.runtime.output_dir)
+        overrides = list(hc.overrides.task)
+        failed = True
+        try:
+            value = fn(cfg)
+            failed = False
+        except Exception as e:  # noqa: BLE001 - a sweep must survive any job failure; it is recorded below
+            reason = failure_reason(e)
+            message = f"{type(e).__name__}: {e}"
+            log.error("job %s failed (%s): %s", hc.job.num, reason, message, exc_info=reason == "exception")
+            print(f"error: job {hc.job.num} ({' '.join(overrides)}) failed: {message}", file=sys.stderr, flush=True)
+            record_failure(job_dir, reason, message, overrides, traceback.format_exc())
+            return worst_value()
+        finally:
+            finish_wandb(1 if failed else 0)
+        worst = worst_value()
+        if worst is not None and (value is None or not math.isfinite(float(value))):
+            metric = cfg.get("optimized_metric")
+            message = f"optimized_metric={metric!r} is {value!r} in metrics.json (missing or not finite)"
+            print(f"error: job {hc.job.num} ({' '.join(overrides)}): {message}", file=sys.stderr, flush=True)
+            record_failure(job_dir, "metric", message, overrides)
+            return worst
+        return value
+
+    return wrapper
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """Keys the sweep varies: sweep overrides (`a=1,2`, `range()`, ...) and `hydra.sweeper.params`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or []
+    keys = [o.get_key_element().lstrip("+~") for o in OverridesParser.create().parse_overrides(task) if o.is_sweep_override()]
+    params = config.hydra.sweeper.get("params") or {}
+    keys += [str(k) for k in params if str(k) not in keys]
+    return keys
+
+
+def sweep_group(sweep_dir: str | Path) -> str:
+    """One W&B group per sweep: the sweep folder's last two parts (`<date>_<time>`)."""
+    return "_".join(Path(sweep_dir).parts[-2:])
+
+
+def read_sweep_info(sweep_dir: str | Path) -> dict[str, Any]:
+    path = Path(sweep_dir) / SWEEP_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_summary_table(sweep_dir: Path, optimized_metric: str | None) -> tuple[int, int]:
+    """Rebuild summary.csv / summary.md from the job folders; return (jobs, failed or incomplete)."""
+    runs = load_runs([sweep_dir])
+    if not runs:
+        return 0, 0
+    metrics = [m for m in [optimized_metric, "test/acc", "test/loss"] if m]
+    metrics = list(dict.fromkeys(metrics))
+    for r in runs:
+        r.name = r.path.name
+    _, rows = write_tables(runs, sweep_dir, SUMMARY_STEM, metrics)
+    # the full override list of every job in the CSV, so a failed job can be rerun as is
+    by_name = {r.name: r for r in runs}
+    for row in rows:
+        row["overrides"] = " ".join(f"{k}={v}" for k, v in by_name[row["run"]].overrides.items())
+    from transferlab.compare import write_csv
+
+    write_csv(sweep_dir / f"{SUMMARY_STEM}.csv", rows)
+    return len(runs), sum(r.status != "ok" for r in runs)
+
+
+class SweepSummary(Callback):
+    """Summary table of every job in the sweep folder; exit code 1 when a job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        info = {"group": sweep_group(sweep_dir), "swept": swept_keys(config)}
+        atomic_write_text(sweep_dir / SWEEP_INFO, json.dumps(info, indent=2) + "\n")
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        job_dir = Path(str(config.hydra.runtime.output_dir))
+        if job_return.status == JobStatus.FAILED and not (job_dir / ERROR_FILE).is_file():
+            exc = job_return._return_value
+            record_failure(job_dir, failure_reason(exc), f"{type(exc).__name__}: {exc}",
+                           list(config.hydra.overrides.task),
+                           "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        try:  # a partial table while the sweep runs (and the only one if the sweeper itself raises)
+            write_summary_table(Path(str(config.hydra.sweep.dir)), config.get("optimized_metric"))
+        except Exception as e:  # noqa: BLE001 - never fail a job because its table could not be refreshed
+            log.warning("could not refresh the sweep summary: %s", e)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs, failed = write_summary_table(sweep_dir, config.get("optimized_metric"))
+        print(f"\nsweep {sweep_dir}: {jobs} jobs, {failed} failed; table in {sweep_dir / (SUMMARY_STEM + '.md')}", flush=True)
+        if failed:
+            print(f"error: {failed} of {jobs} sweep jobs failed (see {sweep_dir / (SUMMARY_STEM + '.md')})",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(1)
