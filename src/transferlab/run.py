@@ -58,6 +58,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from transferlab.build import build_backbone, build_callbacks, build_datamodule, build_loggers, build_task, build_trainer
+    from transferlab.distributed import compile_backbone, prepare_launch
     from transferlab.monitoring import StepStats
 
     out.mkdir(parents=True, exist_ok=True)
@@ -67,11 +68,12 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     spec = datamodule.spec
-    backbone = build_backbone(cfg, spec)
+    backbone = compile_backbone(build_backbone(cfg, spec), bool(cfg.get("compile", False)))
     task = build_task(cfg, backbone, spec)
     if hasattr(task, "set_test_sets") and hasattr(datamodule, "test_set_names"):
         task.set_test_sets(datamodule.test_set_names)
     callbacks, loggers = build_callbacks(cfg), build_loggers(cfg)
+    prepare_launch(cfg)
     trainer = build_trainer(cfg, out, callbacks, loggers)
     ckpt_path = resume_checkpoint(cfg, out)
     if ckpt_path:

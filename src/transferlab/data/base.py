@@ -113,10 +113,26 @@ class ArrayDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, False, self.eval_batch_size)
 
     def test_dataloader(self):
-        main = self._loader(self.test_set, False, self.eval_batch_size)
+        main = self._test_loader(self.test_set)
         if not self.extra_test:
             return main
-        return [main] + [self._loader(d, False, self.eval_batch_size) for d in self.extra_test.values()]
+        return [main] + [self._test_loader(d) for d in self.extra_test.values()]
+
+    def _test_loader(self, dataset: TensorDataset) -> DataLoader:
+        """Under DDP each rank tests a disjoint share, so every test sample counts exactly once.
+
+        Lightning's default DistributedSampler pads ranks with repeated samples. Sharded models
+        (FSDP) keep that default: their forward is collective, so ranks need equal batch counts.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1 or "DDP" not in type(trainer.strategy).__name__:
+            return self._loader(dataset, False, self.eval_batch_size)
+        from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+
 
     @property
     def test_set_names(self) -> list[str]:

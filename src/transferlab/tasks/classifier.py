@@ -54,6 +54,8 @@ class ClassifierTask(BaseTask):
         values[f"{prefix}/loss"] = metrics["loss"].compute()
         if prefix.startswith("test"):
             values[f"{prefix}/nll"] = values[f"{prefix}/loss"]
+            with metrics["loss"].sync_context():  # samples seen by all ranks: the test set's size, each once
+                values[f"{prefix}/samples"] = metrics["loss"].weight.clone()
         self.log_dict(values, prog_bar=prog_bar, add_dataloader_idx=False)
         metrics["scores"].reset()
         metrics["loss"].reset()

@@ -1,0 +1,106 @@
+"""DDP on 2 CPU processes (gloo): the same numbers as 1 process, written once, test set counted once;
+inside a Hydra multirun; under torchrun on 2 loopback "nodes"; bf16-mixed; the launch helpers."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import compose_cfg
+
+# digits: 1295 train / 143 val / 359 test, all odd, so a padding sampler would show in the counts
+DIGITS_TEST = 359
+SMALL = ["task=finetune", "data=digits", "model=mlp", "model.hidden=64", "model.depth=2", "model.dropout=0.0",
+         "trainer.enable_progress_bar=false", "trainer.max_epochs=2", "callbacks.step_stats=null"]
+STEPS = 2 * 21
+# global batch 64 either way: 2 processes x 32, or 1 process x 64
+DDP = [*SMALL, "trainer=ddp_cpu", "data.batch_size=32"]
+
+
+def cli(args: list[str], cwd: Path, timeout: int = 240, module: tuple[str, ...] = ("-m", "transferlab.train")):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """A 2-job multirun from the command line, each job DDP on 2 processes (Lightning launches the second)."""
+    cwd = tmp_path_factory.mktemp("ddp")
+    cli(["-m", *DDP, "peft=linear_probe,full", f"hydra.sweep.dir={cwd / 'sweep'}"], cwd)
+    return cwd
+
+
+@pytest.mark.slow
+def test_ddp_inside_multirun_one_folder_per_job(sweep):
+    """Each job's child re-runs that job only, in its folder; frozen params need no unused-parameter search."""
+    assert sorted(p.name for p in sweep.iterdir()) == ["sweep"]  # no outputs/ from a child re-running the sweep
+    jobs = sorted(p for p in (sweep / "sweep").iterdir() if p.is_dir())
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job, peft in zip(jobs, ["linear_probe", "full"]):
+        m = metrics(job)
+        assert m["peft"] == peft and m["steps"] == STEPS and m["test/samples"] == DIGITS_TEST
+        # written once, by rank 0, into the job's folder; rank 1 ran this job there too (its own log file)
+        assert (job / "checkpoints" / "last.ckpt").is_file() and (job / "checkpoints" / "best.ckpt").is_file()
+        assert (job / "train_ddp_process_1.log").is_file()
+        assert not [p for p in job.iterdir() if p.is_dir() and p.name not in ("checkpoints", "csv", ".hydra")]
+    assert metrics(jobs[0])["params/trainable"] < metrics(jobs[1])["params/trainable"]
+
+
+@pytest.mark.slow
+def test_ddp_matches_one_process_with_the_same_global_batch(sweep, tmp_path):
+    from transferlab.run import run_stage
+
+    ddp = metrics(sweep / "sweep" / "1")
+    single = run_stage(compose_cfg([*SMALL, "peft=full", "trainer=cpu", "data.batch_size=64"], tmp_path), tmp_path)
+    assert ddp["steps"] == single["steps"] == STEPS  # 1295 samples: 21 steps of 64 = 21 of 2 x 32 (padded to 1296)
+    assert ddp["val/loss"] == pytest.approx(single["val/loss"], abs=0.05)
+    assert ddp["test/acc"] == pytest.approx(single["test/acc"], abs=0.04)
+    # every test sample once: torchmetrics counts summed over both ranks = the test split's size
+    assert ddp["test/samples"] == single["test/samples"] == DIGITS_TEST
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes_on_loopback_matches_local_ddp(sweep, tmp_path):
+    """torchrun --nnodes=2 --nproc_per_node=1: the same numbers as Lightning's 2 local processes."""
+    port, run = free_port(), tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                               f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}",
+                               "-m", "transferlab.train", *DDP, "peft=full", "trainer.devices=1", "trainer.num_nodes=2",
+                               f"hydra.run.dir={run}"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    outputs = [n.communicate(timeout=240)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    local, elastic = metrics(sweep / "sweep" / "1"), metrics(run)
+    for key in ("steps", "val/loss", "test/acc", "test/loss", "test/samples"):
+        assert elastic[key] == pytest.approx(local[key], rel=1e-5), key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.slow
+def test_bf16_mixed_one_tiny_step(tmp_path):
+    from transferlab.run import run_stage
+
+    cfg = compose_cfg([*SMALL, "peft=full", "trainer=cpu", "trainer.precision=bf16-mixed", "trainer.max_epochs=1",
+                       "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                       "data.eval_batch_size=64"], tmp_path)
+    summary = run_stage(cfg, tmp_path)
+    assert summary["steps"] == 1 and summary["test/samples"] == 64
+    assert 0.0 < summary["test/loss"] < 10.0
+    assert (tmp_path / "metrics.json").is_file()

@@ -1,0 +1,77 @@
+"""The launch helpers of transferlab.distributed, in-process and without starting any process."""
+
+import inspect
+
+import pytest
+from conftest import compose_cfg
+from omegaconf import OmegaConf
+
+from transferlab import distributed
+from transferlab.errors import ConfigError, UserError
+
+
+def test_child_command_line_is_one_job_without_the_sweep():
+    argv = ["/x/train.py", "-m", "--config-name", "train", "-cd=/my/conf", "peft=full,lora", "seed=0,1",
+            "hydra.sweep.dir=/s", "hydra/launcher=parallel"]
+    task = ["peft=lora", "seed=1"]
+    hydra = ["hydra.sweep.dir=/s", "hydra/launcher=parallel", "hydra.job.chdir=false", "hydra.mode=MULTIRUN"]
+    assert distributed.job_command_line(argv, task, hydra) == [
+        "/x/train.py", "--config-name", "train", "-cd=/my/conf", "hydra.job.chdir=false", "peft=lora", "seed=1"]
+
+
+@pytest.mark.parametrize("trainer,overrides,spawns", [
+    ("ddp_cpu", [], True), ("ddp", [], True), ("ddp", ["trainer.devices=1"], False),
+    ("ddp", ["trainer.devices=[0,1]"], True), ("ddp_spawn", [], False), ("cpu", [], False),
+    ("default", ["trainer.devices=2"], True), ("fsdp", [], False),
+])
+def test_which_trainers_rerun_the_command_line(trainer, overrides, spawns):
+    cfg = compose_cfg([f"trainer={trainer}", *overrides])
+    assert distributed.spawns_script_copies(cfg.trainer) is spawns
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_cpu", "ddp_spawn", "fsdp"])
+def test_trainer_configs_use_only_trainer_arguments(trainer):
+    import pytorch_lightning as pl
+
+    cfg = compose_cfg([f"trainer={trainer}"])
+    valid = set(inspect.signature(pl.Trainer.__init__).parameters)
+    assert set(cfg.trainer) - {"_target_"} <= valid
+    assert cfg.trainer.precision in ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+
+
+def test_ddp_from_python_without_hydra_is_refused_with_the_alternative(monkeypatch):
+    """Lightning would re-run this process's own command line (here: pytest) in the child."""
+    monkeypatch.setattr(distributed, "_original_env", {k: None for k in distributed.LAUNCH_ENV})
+    with pytest.raises(UserError, match="ddp_spawn"):
+        distributed.prepare_launch(compose_cfg(["trainer=ddp_cpu"]))
+    distributed.prepare_launch(compose_cfg(["trainer=ddp_spawn"]))  # spawn pickles, re-runs nothing
+
+
+def test_external_launcher_world_must_match_devices_times_nodes(monkeypatch):
+    monkeypatch.setattr(distributed, "_original_env", {k: None for k in distributed.LAUNCH_ENV} | {"LOCAL_RANK": "0"})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    with pytest.raises(ConfigError, match="trainer.num_nodes"):
+        distributed.prepare_launch(compose_cfg(["trainer=ddp_cpu"]))  # 2 devices x 1 node != 2 nodes x 1
+    distributed.prepare_launch(compose_cfg(["trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2"]))
+
+
+def test_fsdp_wraps_each_transformer_block():
+    from hydra.utils import instantiate
+
+    from transferlab.backbones.transformer import Block
+
+    cfg = compose_cfg(["trainer=fsdp"])
+    assert instantiate(cfg.trainer.strategy.auto_wrap_policy) == {Block}
+    with pytest.raises(ConfigError, match="block_classes"):
+        distributed.block_wrap_policy(["os.system"])
+
+
+def test_compile_keeps_checkpoint_keys():
+    from transferlab.backbones.mlp import MLP
+
+    plain = MLP(input_shape=[40], hidden=16, depth=2)
+    keys = list(plain.state_dict())
+    compiled = distributed.compile_backbone(MLP(input_shape=[40], hidden=16, depth=2), True)
+    assert list(compiled.state_dict()) == keys
+    assert OmegaConf.select(compose_cfg([]), "compile") is False
