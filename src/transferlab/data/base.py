@@ -33,6 +33,9 @@ class ArrayDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         normalize: bool = True,
+        corruptions: Sequence[str] | None = None,
+        severities: Sequence[int] = (1, 2, 3, 4, 5),
+        shift_seed: int = 0,
     ):
         super().__init__()
         self.classes = list(classes) if classes is not None else None
@@ -45,6 +48,9 @@ class ArrayDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.normalize = normalize
+        self.corruptions = list(corruptions or [])
+        self.severities = [int(s) for s in severities]
+        self.shift_seed = shift_seed
         self._ready = False
 
     # -- what subclasses provide ------------------------------------------------------------
@@ -56,8 +62,12 @@ class ArrayDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def extra_test_sets(self, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Additional (e.g. distribution-shifted) test sets, keyed by name; none by default."""
-        return {}
+        """Additional (distribution-shifted) test sets, keyed by name: `data.corruptions` x `data.severities`."""
+        if not self.corruptions:
+            return {}
+        from transferlab.data.shifts import corrupted_test_sets
+
+        return corrupted_test_sets(x_test, y_test, self.corruptions, self.severities, self.shift_seed)
 
     # -- splits -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

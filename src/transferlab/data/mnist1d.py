@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.data.base import ArrayDataModule
+from transferlab.data.splits import select_classes
+from transferlab.errors import ConfigError
 
 # The generator's knobs and the package's defaults (mnist1d.data.get_dataset_args).
 GENERATOR_DEFAULTS = {
@@ -37,19 +39,36 @@ def generate(args: dict, cache_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 class MNIST1DDataModule(ArrayDataModule):
-    """Signals of shape (1, 40). `generator` overrides the package's default generation."""
+    """Signals of shape (1, 40). `generator` overrides the package's default generation.
+
+    `test_shifts: {name: {knob: value}}` adds shifted test sets: the test split of a generation
+    whose knobs (translation, noise scales, shear, scale) are overridden on top of `generator`.
+    """
 
     modality = "signal"
 
-    def __init__(self, cache_dir: str = "~/.cache/transferlab", generator: dict | None = None, **kwargs):
+    def __init__(self, cache_dir: str = "~/.cache/transferlab", generator: dict | None = None,
+                 test_shifts: dict[str, dict] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.cache_dir = cache_dir
         self.generator = {**GENERATOR_DEFAULTS, **dict(generator or {})}
+        self.test_shifts = {str(k): dict(v or {}) for k, v in dict(test_shifts or {}).items()}
+        for name, knobs in self.test_shifts.items():
+            unknown = sorted(set(knobs) - set(GENERATOR_DEFAULTS))
+            if unknown:
+                raise ConfigError(f"data.test_shifts.{name}", unknown, f"generator knobs from {sorted(GENERATOR_DEFAULTS)}")
 
     def load_arrays(self):
         d = generate(self.generator, self.cache_dir)
         f32 = np.float32
         return d["x"].astype(f32)[:, None], d["y"].astype(np.int64), d["x_test"].astype(f32)[:, None], d["y_test"].astype(np.int64)
+
+    def extra_test_sets(self, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        sets = super().extra_test_sets(x_test, y_test)
+        for name, knobs in self.test_shifts.items():
+            d = generate({**self.generator, **knobs}, self.cache_dir)
+            sets[name] = select_classes(d["x_test"].astype(np.float32)[:, None], d["y_test"].astype(np.int64), self.classes)
+        return sets
 
     def all_class_names(self) -> list[str]:
         return [str(i) for i in range(10)]

@@ -49,7 +49,7 @@ class ClassifierTask(BaseTask):
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._step(batch, self.test_metrics[dataloader_idx])
 
-    def _log_epoch(self, prefix: str, metrics: nn.ModuleDict, prog_bar: bool = False) -> None:
+    def _log_epoch(self, prefix: str, metrics: nn.ModuleDict, prog_bar: bool = False) -> dict[str, torch.Tensor]:
         values = {f"{prefix}/{k}": v for k, v in metrics["scores"].compute().items()}
         values[f"{prefix}/loss"] = metrics["loss"].compute()
         if prefix.startswith("test"):
@@ -59,6 +59,7 @@ class ClassifierTask(BaseTask):
         self.log_dict(values, prog_bar=prog_bar, add_dataloader_idx=False)
         metrics["scores"].reset()
         metrics["loss"].reset()
+        return values
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train", self.train_metrics)
@@ -67,5 +68,10 @@ class ClassifierTask(BaseTask):
         self._log_epoch("val", self.val_metrics, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
+        shifted = []
         for prefix, metrics in zip(self.test_prefixes, self.test_metrics):
-            self._log_epoch(prefix, metrics)
+            values = self._log_epoch(prefix, metrics)
+            if prefix.startswith("test_shift/"):
+                shifted.append(values[f"{prefix}/acc"])
+        if shifted:
+            self.log("test_shift/mean_acc", torch.stack(shifted).mean(), add_dataloader_idx=False)
