@@ -150,4 +150,6 @@ class ArrayDataModule(pl.LightningDataModule):
 
 
 def _tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
-    return TensorDataset(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
+    """Float inputs become float32; integer inputs (token ids) stay int64."""
+    dtype = torch.long if np.issubdtype(x.dtype, np.integer) else torch.float32
+    return TensorDataset(torch.as_tensor(np.ascontiguousarray(x), dtype=dtype), torch.as_tensor(y, dtype=torch.long))
