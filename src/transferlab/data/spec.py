@@ -8,6 +8,8 @@ class DataSpec:
     """Shape and label space of a dataset.
 
     modality: "signal" (C, L), "image" (C, H, W), "tabular" (F,), or "text" (L,) token ids.
+    Text also gives the tokenizer's special ids (pad for attention masks, mask for masked-language
+    modeling, bos/eos for causal language modeling and generation); None where it has none.
     """
 
     modality: str
@@ -16,3 +18,6 @@ class DataSpec:
     class_names: tuple[str, ...] = field(default_factory=tuple)
     vocab_size: int | None = None
     pad_id: int | None = None
+    mask_id: int | None = None
+    bos_id: int | None = None
+    eos_id: int | None = None
