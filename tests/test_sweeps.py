@@ -140,6 +140,8 @@ def test_optuna_on_submitit_local_survives_a_diverged_trial(tmp_path):
     assert all(r["status"] == "ok" for r in healthy)
     assert proc.returncode == 1 and f"{len(diverged)} of 3 sweep jobs failed" in proc.stderr
 
+    # the study ran to its end: a trial that raised would have made the sweeper abort (max_failure_rate: 0.0)
+    # before writing optimization_results.yaml and before the summary callback's final line above
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert result["best_params"]["optimizer.lr"] == pytest.approx(1e-3)
     assert result["best_value"] == pytest.approx(max(float(r["val/acc"]) for r in healthy))
@@ -180,3 +182,44 @@ def test_sweep_configs_compose():
         assert par.hydra.launcher._target_.endswith("JoblibLauncher") and par.hydra.launcher.n_jobs == 2
         assert any(cb._target_ == "transferlab.sweep.SweepSummary" for cb in cfg.hydra.callbacks.values())
     GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("direction,worst", [("maximize", float("-inf")), ("minimize", float("inf"))])
+def test_failed_job_returns_the_worst_value_for_the_direction(tmp_path, direction, worst):
+    """In-process: what an Optuna trial sees for a diverged job, a job without its metric, and a good job."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from transferlab.run import TrainingDiverged
+    from transferlab.sweep import sweep_job
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hparams_search=optuna", f"hydra.sweeper.direction={direction}",
+                                                      "seed=3"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.job.num = 7
+        cfg.hydra.overrides.task = ["seed=3"]
+    HydraConfig.instance().set_config(cfg)
+    try:
+        def diverges(_):
+            raise TrainingDiverged("non-finite training loss (nan) at step 1")
+
+        assert sweep_job(diverges)(cfg) == worst
+        error = json.loads((tmp_path / "error.json").read_text())
+        assert error["reason"] == "diverged" and error["overrides"] == ["seed=3"] and "nan" in error["error"]
+
+        (tmp_path / "error.json").unlink()
+        assert sweep_job(lambda _: None)(cfg) == worst  # optimized_metric missing from metrics.json
+        assert json.loads((tmp_path / "error.json").read_text())["reason"] == "metric"
+
+        (tmp_path / "error.json").unlink()
+        assert sweep_job(lambda _: 0.5)(cfg) == 0.5 and not (tmp_path / "error.json").exists()
+    finally:
+        HydraConfig.instance().cfg = None
+    with pytest.raises(TrainingDiverged):  # a single run keeps its error (one line + exit code from the CLI)
+        sweep_job(diverges)(cfg)

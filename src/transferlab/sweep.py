@@ -60,6 +60,8 @@ def failure_reason(exc: BaseException) -> str:
 
     if type(exc).__name__ == "TrainingDiverged":
         return "diverged"
+    if type(exc).__name__ == "Preempted":
+        return "preempted"
     if isinstance(exc, UserError):
         return "user_error"
     return "exception"
@@ -167,7 +169,10 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
 
+        if config.hydra.mode != RunMode.MULTIRUN:  # Hydra calls this for single runs too
+            return
         job_dir = Path(str(config.hydra.runtime.output_dir))
         if job_return.status == JobStatus.FAILED and not (job_dir / ERROR_FILE).is_file():
             exc = job_return._return_value

@@ -52,9 +52,12 @@ def run_identity(save_dir: str | Path) -> tuple[str, str]:
         swept = info.get("swept")
         if swept is not None:
             overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
-    else:
+    else:  # a single run: its own group; its name, the overrides that describe the experiment (not where it logs)
         group = "_".join(run_dir.parts[-2:])
-    name = " ".join(overrides) or run_dir.name
+        overrides = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] not in ("logger", "hydra")]
+    from transferlab.redact import redact_text
+
+    name = redact_text(" ".join(overrides)) or run_dir.name
     try:
         stage = save_dir.resolve().relative_to(run_dir.resolve())
     except ValueError:

@@ -1,0 +1,126 @@
+"""`python -m transferlab.compare`: tables from metrics.json + overrides.yaml, seed aggregation, plots, failures."""
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from transferlab.compare import load_runs, main, parse_overrides
+
+
+def make_run(folder: Path, overrides: list[str], metrics: dict | None = None, error: dict | None = None) -> Path:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    if error is not None:
+        (folder / "error.json").write_text(json.dumps(error))
+    return folder
+
+
+def metrics(acc: float, pct: float, wall: float = 10.0) -> dict:
+    return {"test/acc": acc, "test/loss": 1.0 - acc, "test/f1": acc, "params/trainable_pct": pct, "time/wall_s": wall}
+
+
+ACC = {("full", 0): 0.80, ("full", 1): 0.84, ("lora", 0): 0.78, ("lora", 1): 0.76}
+PCT = {"full": 100.0, "lora": 1.5}
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """A multirun folder: peft x seed, plus one failed job."""
+    root = tmp_path / "multirun"
+    for i, ((peft, seed), acc) in enumerate(ACC.items()):
+        make_run(root / str(i), ["data=digits", f"peft={peft}", f"seed={seed}"], metrics(acc, PCT[peft]))
+    make_run(root / "4", ["data=digits", "peft=lora", "seed=2"],
+             error={"reason": "diverged", "error": "TrainingDiverged: non-finite training loss"})
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_parse_overrides():
+    assert parse_overrides(["a.b=1", "+new=x", "++force=2", "~gone", "group=opt"]) == {
+        "a.b": "1", "new": "x", "force": "2", "gone": "<deleted>", "group": "opt"}
+
+
+def test_table_sorted_with_seed_means_and_failures(sweep, capsys):
+    assert main([str(sweep), "--sort", "test/acc"]) == 0
+    rows = read_csv(sweep / "compare.csv")
+    # differing overrides only (data=digits is common), best first, the failed job last with its reason
+    assert [k for k in rows[0] if k in ("data", "peft", "seed")] == ["peft", "seed"]
+    assert [float(r["test/acc"]) for r in rows[:4]] == sorted(ACC.values(), reverse=True)
+    assert rows[4]["status"] == "failed" and rows[4]["reason"] == "diverged" and rows[4]["test/acc"] == ""
+    groups = {r["peft"]: r for r in read_csv(sweep / "compare_seeds.csv")}
+    full = [ACC[("full", 0)], ACC[("full", 1)]]
+    assert float(groups["full"]["test/acc_mean"]) == pytest.approx(statistics.fmean(full))
+    assert float(groups["full"]["test/acc_std"]) == pytest.approx(statistics.stdev(full))
+    assert int(groups["lora"]["n"]) == 2 and int(groups["lora"]["failed"]) == 1
+    assert float(groups["lora"]["trainable_pct_mean"]) == 1.5
+    md = (sweep / "compare.md").read_text()
+    assert "0.82 ± 0.0283" in md  # mean ± std of full's two seeds
+    assert (sweep / "compare.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "5 runs (1 failed or incomplete)" in out
+
+
+def test_loss_sorts_ascending_and_x_axis_key(tmp_path):
+    root = tmp_path / "kshot"
+    i = 0
+    for peft in ("full", "linear_probe"):
+        for k in (5, 10, 20):
+            make_run(root / str(i), [f"peft={peft}", f"data.labels_per_class={k}"], metrics(0.5 + k / 100, PCT.get(peft, 0.7)))
+            i += 1
+    out = tmp_path / "out"
+    assert main([str(root), "--sort", "test/loss", "--x", "data.labels_per_class", "--out", str(out)]) == 0
+    losses = [float(r["test/loss"]) for r in read_csv(out / "compare.csv")]
+    assert losses == sorted(losses)
+    assert (out / "compare.png").stat().st_size > 1000
+    assert not (out / "compare_seeds.csv").exists()
+    # an x that is neither a differing override nor a metrics.json key is named in the error
+    assert main([str(root), "--x", "model.width", "--out", str(out)]) == 2
+
+
+def test_run_folders_and_pipeline_runs(tmp_path):
+    """Run folders given one by one; a pipeline's stage subfolders are part of its run, not runs of their own."""
+    a = make_run(tmp_path / "2026-01-01" / "10-00-00-000001", ["task=transfer", "peft=full"],
+                 {**metrics(0.9, 100.0), "gain/finetune": 0.1})
+    (a / "finetune").mkdir()
+    (a / "finetune" / "metrics.json").write_text(json.dumps(metrics(0.9, 100.0)))
+    b = make_run(tmp_path / "2026-01-01" / "10-00-00-000002", ["task=transfer", "peft=linear_probe"], metrics(0.7, 0.7))
+    c = make_run(tmp_path / "2026-01-01" / "10-00-00-000003", ["task=transfer", "peft=lora"])  # still running / killed
+    runs = load_runs([a, b, c])
+    assert [r.status for r in runs] == ["ok", "ok", "incomplete"]
+    assert [r.overrides["peft"] for r in runs] == ["full", "linear_probe", "lora"]
+    assert len(load_runs([tmp_path])) == 3
+    out = tmp_path / "cmp"
+    assert main([str(a), str(b), str(c), "--metrics", "test/acc", "gain/finetune", "--out", str(out), "--no-plot"]) == 0
+    rows = read_csv(out / "compare.csv")
+    assert rows[0]["gain/finetune"] == "0.1" and rows[0]["trainable_pct"] == "100.0"
+    assert not (out / "compare.png").exists()
+
+
+def test_compare_cli_never_imports_torch(sweep):
+    code = ("import sys; from transferlab.compare import main; rc = main([sys.argv[1], '--no-plot']); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(sweep)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| run | status | peft | seed |" in proc.stdout
+
+
+def test_missing_folder_is_a_clear_error(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2
+    assert "no run folders" in capsys.readouterr().err
