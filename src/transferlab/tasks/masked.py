@@ -1,0 +1,126 @@
+"""Masked modeling on the transformer backbone.
+
+Signals and images: MAE (He et al. 2022) - the encoder sees only the visible patches, a light
+decoder fills in mask tokens and reconstructs the masked patches (MSE on those only).
+Text: BERT-style masked-language modeling - `mlm.mask_ratio` of the non-pad tokens are chosen;
+80% become the mask token, 10% a random token, 10% stay; cross-entropy on the chosen ones.
+"""
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from transferlab.backbones.transformer import Block, Transformer
+from transferlab.errors import ConfigError
+from transferlab.tasks.ssl import SSLTask
+
+
+def require_transformer(cfg: DictConfig, task: str) -> None:
+    """Pre-flight: objectives that read per-patch/per-token features need model=transformer."""
+    target = str(cfg.model.get("_target_", ""))
+    if not target.endswith("transformer.Transformer"):
+        raise ConfigError("model", cfg.model.get("name"),
+                          f"task={task} needs model=transformer (it works on the transformer's patches/tokens)")
+
+
+class MaskedTask(SSLTask):
+    """MAE for signals/images, MLM for text; the decoder / LM head stays behind at hand-off."""
+
+    @classmethod
+    def validate_config(cls, cfg: DictConfig) -> None:
+        require_transformer(cfg, cfg.task.get("name", "masked"))
+        ratio = cfg.task.get("mask_ratio")
+        if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+            raise ConfigError("task.mask_ratio", ratio, "a number in (0, 1)")
+
+    def __init__(self, *args: Any, mask_ratio: float = 0.5, norm_pix_loss: bool = False,
+                 decoder: dict[str, Any] | None = None, mlm: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.backbone, Transformer):
+            raise ConfigError("model", type(self.backbone).__name__, f"task={self.task_name} needs model=transformer")
+        self.mask_ratio, self.norm_pix_loss = float(mask_ratio), bool(norm_pix_loss)
+        width = self.backbone.feature_dim
+        if self.spec.modality == "text":
+            self._init_mlm(dict(mlm or {}), width)
+        else:
+            self._init_mae(dict(decoder or {}), width)
+
+    # -- MAE -------------------------------------------------------------------------------------
+    def _init_mae(self, dec: dict[str, Any], width: int) -> None:
+        dw = int(dec.get("width", width))
+        self.decoder_embed = nn.Linear(width, dw)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dw))
+        self.decoder_pos = nn.Parameter(torch.randn(1, self.backbone.num_patches + 1, dw) * 0.02)
+        self.decoder_blocks = nn.ModuleList(Block(dw, int(dec.get("heads", 4)), float(dec.get("mlp_ratio", 4.0)), 0.0)
+                                            for _ in range(int(dec.get("depth", 1))))
+        self.decoder_norm = nn.LayerNorm(dw)
+        self.decoder_pred = nn.Linear(dw, self.backbone.patch_dim)
+
+    def _mae(self, x: torch.Tensor, generator: torch.Generator | None):
+        bb = self.backbone
+        target = bb.patchify(x)
+        tokens = bb.embed(x)
+        b, t, w = tokens.shape
+        keep = min(t - 1, max(1, round(t * (1 - self.mask_ratio))))
+        order = torch.rand(b, t, device=x.device, generator=generator).argsort(1)
+        restore = order.argsort(1)
+        visible = tokens.gather(1, order[:, :keep, None].expand(-1, -1, w))
+        latent = self.decoder_embed(bb.encode(visible))
+        d = latent.shape[-1]
+        filled = torch.cat([latent[:, 1:], self.mask_token.expand(b, t - keep, -1)], dim=1)
+        filled = filled.gather(1, restore[..., None].expand(-1, -1, d))
+        h = torch.cat([latent[:, :1], filled], dim=1) + self.decoder_pos
+        for block in self.decoder_blocks:
+            h = block(h)
+        pred = self.decoder_pred(self.decoder_norm(h))[:, 1:]
+        masked = (restore >= keep).to(pred.dtype)  # position i was masked iff its rank in `order` >= keep
+        if self.norm_pix_loss:
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6).sqrt()
+        per_patch = ((pred - target) ** 2).mean(-1)
+        n = masked.sum()
+        return (per_patch * masked).sum() / n, int(n), None
+
+    # -- MLM -------------------------------------------------------------------------------------
+    def _init_mlm(self, mlm: dict[str, Any], width: int) -> None:
+        vocab, pad = self.spec.vocab_size, self.spec.pad_id
+        mask_id = mlm.get("mask_id")
+        if mask_id is None:
+            mask_id = getattr(self.spec, "mask_id", None)
+        if mask_id is None or not 0 <= int(mask_id) < vocab:
+            raise ConfigError("task.mlm.mask_id", mask_id,
+                              f"the id of the tokenizer's mask token in [0, {vocab}) (the data spec gives none)")
+        self.mask_id, self.pad_id = int(mask_id), pad
+        self.mlm_ratio = float(mlm.get("mask_ratio", 0.15))
+        self.random_prob, self.keep_prob = float(mlm.get("random_prob", 0.1)), float(mlm.get("keep_prob", 0.1))
+        self.tie_weights = bool(mlm.get("tie_weights", True))
+        self.lm_transform = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width))
+        self.lm_head = None if self.tie_weights else nn.Linear(width, vocab, bias=False)
+        self.lm_bias = nn.Parameter(torch.zeros(vocab))
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        weight = self.backbone.embed_tokens.weight if self.tie_weights else self.lm_head.weight
+        return F.linear(self.lm_transform(h), weight, self.lm_bias)
+
+    def _mlm(self, x: torch.Tensor, generator: torch.Generator | None):
+        real = x != self.pad_id if self.pad_id is not None else torch.ones_like(x, dtype=torch.bool)
+        r = torch.rand(x.shape, device=x.device, generator=generator)
+        chosen = (r < self.mlm_ratio) & real
+        if not chosen.any():  # tiny batches: always predict at least one token
+            chosen = chosen | (real & (real.cumsum(1) == 1))
+        u = torch.rand(x.shape, device=x.device, generator=generator)
+        rand_tok = torch.randint(0, self.spec.vocab_size, x.shape, device=x.device, generator=generator)
+        if self.pad_id is not None:
+            rand_tok = rand_tok.masked_fill(rand_tok == self.pad_id, self.mask_id)
+        inputs = torch.where(chosen & (u < 1 - self.random_prob - self.keep_prob), self.mask_id, x)
+        inputs = torch.where(chosen & (u >= 1 - self.random_prob - self.keep_prob) & (u < 1 - self.keep_prob), rand_tok, inputs)
+        h = self.backbone.forward_tokens(inputs)[:, 1:]
+        logits = self._logits(h[chosen])
+        n = int(chosen.sum())
+        return F.cross_entropy(logits, x[chosen]), n, None
+
+    def objective(self, x: torch.Tensor, generator: torch.Generator | None):
+        return self._mlm(x, generator) if self.spec.modality == "text" else self._mae(x, generator)
