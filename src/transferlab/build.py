@@ -7,6 +7,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config.instantiate import check_targets, instantiate, to_plain
+from transferlab.redact import redact
 
 META_KEYS = ("name",)
 
@@ -40,7 +41,7 @@ def build_task(cfg: DictConfig, backbone, spec, config: dict[str, Any] | None = 
     allowed = allowed_targets(cfg)
     check_targets(cfg.task, allowed, "task")
     kwargs: dict[str, Any] = dict(backbone=backbone, spec=spec, optimizer=to_plain(cfg.optimizer),
-                                  scheduler=to_plain(cfg.scheduler), run_config=config if config is not None else to_plain(cfg))
+                                  scheduler=to_plain(cfg.scheduler), run_config=config if config is not None else redact(to_plain(cfg)))
     if task_kind(cfg.task) == "finetune":
         kwargs["adaptation"] = instantiate(cfg.peft, allowed)
         if pretrained != "config":
@@ -49,8 +50,11 @@ def build_task(cfg: DictConfig, backbone, spec, config: dict[str, Any] | None = 
 
 
 def build_callbacks(cfg: DictConfig) -> list:
+    """Callbacks from the `callbacks` group; progress bars only when `trainer.enable_progress_bar`."""
     nodes = cfg.get("callbacks") or {}
-    return [instantiate(node, allowed_targets(cfg)) for node in nodes.values() if node is not None and "_target_" in node]
+    show_bar = cfg.trainer.get("enable_progress_bar", True)
+    return [instantiate(node, allowed_targets(cfg)) for key, node in nodes.items()
+            if node is not None and "_target_" in node and (show_bar or "ProgressBar" not in str(node._target_))]
 
 
 def build_loggers(cfg: DictConfig) -> list:
