@@ -1,6 +1,7 @@
 """Reading checkpoints as tensors only, and moving backbone weights between tasks."""
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{p} was refused: it holds pickled objects beyond tensors and plain containers "
-                              f"(weights-only loading; {str(e).splitlines()[0]})") from None
+        raise CheckpointError(_unpickling_message(p, str(e))) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{p} is not a readable checkpoint ({str(e).splitlines()[0]})") from None
+        reason = (str(e).splitlines() or ["the file is empty" if p.stat().st_size == 0 else type(e).__name__])[0]
+        raise CheckpointError(f"{p} is not a readable checkpoint ({reason})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{p} holds a {type(ckpt).__name__}, not a checkpoint dict")
     return ckpt
+
+
+def _unpickling_message(p: Path, error: str) -> str:
+    """torch's weights-only refusal, in one line: which global it would have imported, or that it is not a checkpoint."""
+    found = re.search(r"GLOBAL ([\w.]+)", error)
+    if found:
+        return (f"{p} was refused: loading it would import {found.group(1)} (weights-only loading reads tensors and "
+                "plain containers, never code; re-save the checkpoint's tensors only)")
+    detail = next((line.strip() for line in error.splitlines() if line.strip().startswith("Unsupported")), "unknown format")
+    return f"{p} is not a readable checkpoint (not a torch checkpoint, corrupt, or pickled objects beyond tensors: {detail})"
 
 
 def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -21,6 +21,69 @@ def report_user_errors(fn):
         except UserError as e:
             logging.getLogger("transferlab").debug("user error", exc_info=True)
             print(f"error: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
+            raise SystemExit(getattr(e, "exit_code", 2)) from None
+
+    return wrapper
+
+
+def hydra_error_line(ex: BaseException) -> str | None:
+    """One line for Hydra's own override/composition errors (None: not a user's config mistake)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if isinstance(ex, OverrideParseException):
+        return f"override {ex.override!r} is not valid override syntax ({ex.message.splitlines()[0]}); " \
+               "write key=value, group=option, +new_key=value, or for sweeps key=a,b"
+    if isinstance(ex, MissingConfigException):
+        missing = str(ex.missing_cfg_file or "")
+        group, _, option = missing.rpartition("/")
+        if ex.options:
+            return f"{group}={option} is not an option of group '{group}'; valid: {', '.join(sorted(ex.options))}"
+        return str(ex).splitlines()[0]
+    if isinstance(ex, ConfigCompositionException):
+        cause = ex.__cause__
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "parent_node", None) is not None:
+            valid = ", ".join(str(k) for k in cause.parent_node.keys() if not str(k).startswith("_"))
+            return f"{cause.full_key} is not a config key; valid keys here: {valid} (add a new key with +{cause.full_key}=...)"
+        lines = [line.strip() for line in str(ex).splitlines() if line.strip()]
+        if isinstance(cause, OmegaConfBaseException):
+            lines.append(str(cause).splitlines()[0])
+        return " ".join(lines)
+    return None
+
+
+def friendly_hydra_errors(main_fn):
+    """Hydra's override and composition errors become one line + exit 2 (HYDRA_FULL_ERROR=1 keeps Hydra's).
+
+    Hydra reports its errors inside `run_and_report` (print, exit 1); we wrap that one function
+    for the duration of the call, so real bugs in the task function keep Hydra's traceback.
+    """
+
+    @functools.wraps(main_fn)
+    def wrapper(*args, **kwargs):
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return main_fn(*args, **kwargs)
+        import hydra._internal.utils as hydra_utils
+
+        original = hydra_utils.run_and_report
+
+        def run_and_report(func):
+            def guarded():
+                try:
+                    return func()
+                except Exception as ex:
+                    line = hydra_error_line(ex)
+                    if line is None:
+                        raise
+                    print(f"error: {line}", file=sys.stderr, flush=True)
+                    raise SystemExit(2) from None
+
+            return original(guarded)
+
+        hydra_utils.run_and_report = run_and_report
+        try:
+            return main_fn(*args, **kwargs)
+        finally:
+            hydra_utils.run_and_report = original
 
     return wrapper

@@ -30,6 +30,10 @@ def train(cfg: DictConfig) -> float | None:
     """Entry for `python -m transferlab.train`: a single stage or a pipeline of stages."""
     validate(cfg)
     out = output_dir_of(cfg)
+    from transferlab.redact import install_log_filter, redact_files
+
+    install_log_filter()
+    redact_files(out)
     if is_pipeline(cfg):
         from transferlab.pipeline import run_pipeline
 
@@ -56,6 +60,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Train and test one task in `out`; return (and write) its summary."""
     start = time.perf_counter()
     import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from transferlab.build import build_backbone, build_callbacks, build_datamodule, build_loggers, build_task, build_trainer
     from transferlab.distributed import compile_backbone, prepare_launch
@@ -64,6 +69,9 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
+    from transferlab.faults import Preempted, persistent_run_id
+
+    persistent_run_id(out)  # the tracker's run id (e.g. W&B `id`): a resumed run continues the same run
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
@@ -80,9 +88,12 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
         log.info("resuming from %s", ckpt_path)
     fit_start = time.perf_counter()
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except FloatingPointError as e:
         raise TrainingDiverged(f"training diverged in {out}: {e}; last good checkpoint kept in {out / 'checkpoints'}") from None
+    except SIGTERMException:
+        raise Preempted(f"SIGTERM at step {trainer.global_step}: checkpoint saved in {out / 'checkpoints'}; "
+                        "rerun with resume=auto to continue") from None
     fit_s = time.perf_counter() - fit_start
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test_ckpt = cfg.get("test_ckpt", "last")

@@ -1,59 +1,253 @@
-"""Checks a composed config before any heavy import or data loading; errors name key and valid values."""
+"""Pre-flight checks of a composed config: every mistake the config shows fails here, in one line.
+
+Three passes, cheapest first, over every stage of a pipeline before any stage trains:
+1. config only (no torch import): interpolations resolve, schema types and ranges
+   (`config/schema.py`), `_target_` allowlist, CPU `devices`;
+2. target classes (imports them, still no data): unknown keys of `_target_` nodes, pretraining
+   task with a `peft` method, GPU `devices`;
+3. later pipeline stages whose mistakes only data shows (`labels_per_class`, `peft.target_modules`):
+   their datamodule is set up and their backbone built and adapted, so the error comes before
+   the first stage trains rather than after it.
+"""
+
+import inspect
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from transferlab.config.instantiate import check_targets
+from transferlab.config.schema import check_schema
 from transferlab.errors import ConfigError
 
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
+# keys a group's node may carry besides its target's constructor arguments (read by build.py / optim.py)
+EXTRA_KEYS = {
+    "data": {"name"},
+    "model": {"name"},
+    "task": {"name"},
+    "peft": {"name"},
+    "optimizer": {"name", "layer_decay"},
+}
+# groups whose node's own `_target_` is instantiated with its keys as arguments
+TARGET_GROUPS = ("data", "model", "task", "peft", "optimizer", "trainer")
+# arguments build.py passes itself (a config must not set them)
+PASSED_BY_BUILD = {
+    "model": {"input_shape", "vocab_size", "pad_id"},
+    "task": {"backbone", "spec", "optimizer", "scheduler", "run_config", "adaptation"},
+    "trainer": {"callbacks", "logger", "default_root_dir"},
+}
+FRAMEWORK_MODULES = ("torch", "pytorch_lightning", "lightning", "lightning_fabric", "builtins")
 
 
-def _positive(cfg: DictConfig, key: str, allow_none: bool = False, integer: bool = False) -> None:
-    node, _, leaf = key.rpartition(".")
-    parent = OmegaConf.select(cfg, node) if node else cfg
-    if parent is None or leaf not in parent:
-        return
-    value = parent[leaf]
-    if value is None and allow_none:
-        return
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        raise ConfigError(key, value, f"a positive {'integer' if integer else 'number'}")
-
-
-def validate_stage(cfg: DictConfig) -> None:
-    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
-        raise ConfigError("seed", cfg.get("seed"), "an integer")
-    _positive(cfg, "optimizer.lr")
-    _positive(cfg, "data.batch_size", integer=True)
-    _positive(cfg, "data.labels_per_class", allow_none=True, integer=True)
-    frac = cfg.data.get("fraction")
-    if frac is not None and not (isinstance(frac, (int, float)) and 0 < frac <= 1):
-        raise ConfigError("data.fraction", frac, "a number in (0, 1], or null")
-    precision = str(cfg.trainer.get("precision"))
-    if precision not in PRECISIONS:
-        raise ConfigError("trainer.precision", precision, f"one of {list(PRECISIONS)}")
-    if "_target_" in cfg.task and "stages" not in cfg.task:
-        from hydra.utils import get_class
-
-        task_cls = get_class(cfg.task._target_)
-        kind = getattr(task_cls, "kind", "pretrain")
-        if hasattr(task_cls, "validate_config"):  # a task's own pre-flight checks (e.g. masked needs a transformer)
-            task_cls.validate_config(cfg)
-        if kind != "finetune" and cfg.peft.get("name") not in (None, "full"):
-            raise ConfigError("peft", cfg.peft.get("name"),
-                              f"task={cfg.task.name} is a pretraining task that trains the whole backbone: use peft=full, or task=finetune")
-    if cfg.get("test_ckpt", "last") not in ("last", "best"):
-        raise ConfigError("test_ckpt", cfg.get("test_ckpt"), "'last' or 'best'")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Validate a single-stage config, or every stage of a pipeline."""
+def _stages(cfg: DictConfig) -> Iterator[tuple[str | None, DictConfig]]:
     if "stages" in cfg.task:
-        from pathlib import Path
-
         from transferlab.pipeline import stage_config
 
         for name in cfg.task.stages:
-            validate_stage(stage_config(cfg, name, Path(str(cfg.paths.output_dir))))
+            yield name, stage_config(cfg, name, Path(str(cfg.paths.output_dir)))
     else:
-        validate_stage(cfg)
+        yield None, cfg
+
+
+def _in_stage(name: str | None, fn, cfg: DictConfig) -> None:
+    try:
+        fn(cfg)
+    except ConfigError as e:
+        if name is None:
+            raise
+        raise ConfigError(e.key, e.value, f"{e.valid} (in pipeline stage '{name}')") from None
+
+
+def check_resolves(cfg: DictConfig) -> None:
+    """Every interpolation resolves; the error names the key (not a traceback from deep in a build)."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        if type(e).__name__ == "MissingMandatoryValue":
+            raise ConfigError(str(key), "???", f"a value: {key} is required (set {key}=...)") from None
+        raise ConfigError(str(key), OmegaConf.select(cfg, str(key), throw_on_resolution_failure=False),
+                          f"must resolve ({str(e).splitlines()[0]})") from None
+
+
+def check_cpu_devices(cfg: DictConfig) -> None:
+    """`devices` on CPU are processes: more than the machine's cores is a mistake, not a speed-up."""
+    t = cfg.get("trainer") or {}
+    devices, accelerator = t.get("devices"), t.get("accelerator", "auto")
+    if devices in (None, "auto", -1, "-1"):
+        return
+    count = _device_count(devices)
+    if count is None:
+        raise ConfigError("trainer.devices", devices, "a positive integer, a list of device ids, 'auto' or -1")
+    if accelerator == "cpu":
+        cores = os.cpu_count() or 1
+        if count > cores:
+            raise ConfigError("trainer.devices", devices, f"at most {cores} on accelerator=cpu (this machine's CPU cores)")
+
+
+def _device_count(devices) -> int | None:
+    if isinstance(devices, bool):
+        return None
+    if isinstance(devices, int):
+        return devices if devices > 0 else None
+    if isinstance(devices, str):
+        parts = [p for p in devices.split(",") if p.strip()]
+        if all(p.strip().isdigit() for p in parts) and parts:
+            return int(parts[0]) if len(parts) == 1 and "," not in devices else len(parts)
+        return None
+    try:
+        ids = list(devices)
+    except TypeError:
+        return None
+    return len(ids) if ids and all(isinstance(i, int) and i >= 0 for i in ids) else None
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """Checkpoint paths a single run reads must exist (a pipeline's own hand-offs are made as it runs)."""
+    for key in ("task.pretrained", "resume"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value and value != "auto" and not Path(str(value)).expanduser().exists():
+            raise ConfigError(key, value, "an existing checkpoint file or run folder" + (" (or 'auto')" if key == "resume" else ""))
+
+
+def validate_config_only(cfg: DictConfig) -> None:
+    """Pass 1: what the config alone shows (imports neither torch nor any target)."""
+    check_resolves(cfg)
+    check_schema(cfg)
+    check_targets(cfg, tuple(cfg.get("allowed_targets") or ()))
+    check_cpu_devices(cfg)
+
+
+def accepted_keys(cls) -> set[str] | None:
+    """Constructor argument names of `cls`, following `**kwargs` up the class hierarchy; None = anything."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names - {"self"}
+        if klass.__module__.split(".")[0] in FRAMEWORK_MODULES:
+            return names - {"self"}
+    return None
+
+
+def check_unknown_keys(cfg: DictConfig, group: str) -> None:
+    node = cfg.get(group)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(str(node._target_))
+    except Exception as e:  # hydra wraps import errors of any kind
+        raise ConfigError(f"{group}._target_", str(node._target_), f"an importable class ({str(e).splitlines()[0]})") from None
+    valid = accepted_keys(cls)
+    if valid is None:
+        return
+    valid = (valid | EXTRA_KEYS.get(group, set())) - PASSED_BY_BUILD.get(group, set())
+    for key in node.keys():
+        key = str(key)
+        if key.startswith("_") or key in valid:
+            continue
+        import difflib
+
+        close = difflib.get_close_matches(key, sorted(valid), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"{group}.{key}", node.get(key), f"not a key of {cls.__name__}: {hint}valid keys are {sorted(valid)}")
+
+
+def check_task_peft(cfg: DictConfig) -> None:
+    if "_target_" not in cfg.task:
+        return
+    from transferlab.build import task_kind
+
+    if task_kind(cfg.task) != "finetune" and cfg.peft.get("name") not in (None, "full"):
+        raise ConfigError("peft", cfg.peft.get("name"),
+                          f"task={cfg.task.name} is a pretraining task that trains the whole backbone: use peft=full, or task=finetune")
+
+
+def check_task_own(cfg: DictConfig) -> None:
+    """A task class's own pre-flight checks (`validate_config`), e.g. task=masked needs model=transformer."""
+    if "_target_" not in cfg.task:
+        return
+    from hydra.utils import get_class
+
+    hook = getattr(get_class(str(cfg.task._target_)), "validate_config", None)
+    if hook is not None:
+        hook(cfg)
+
+
+def check_gpu_devices(cfg: DictConfig) -> None:
+    t = cfg.trainer
+    if t.get("accelerator") not in ("gpu", "cuda"):
+        return
+    import torch
+
+    available = torch.cuda.device_count()
+    count = _device_count(t.get("devices")) if t.get("devices") not in (None, "auto", -1, "-1") else 1
+    if available == 0:
+        raise ConfigError("trainer.accelerator", t.get("accelerator"), "'cpu' on this machine (no CUDA GPU is visible)")
+    if count and count > available:
+        raise ConfigError("trainer.devices", t.get("devices"), f"at most {available} (CUDA GPUs visible on this machine)")
+
+
+def validate_targets(cfg: DictConfig, pipeline_stage: bool = False) -> None:
+    """Pass 2: imports the target classes (torch), loads no data.
+
+    A pipeline's pretraining stage inherits the root `peft` (meant for its fine-tuning stages)
+    and ignores it, so the task/peft combination is checked for single runs only.
+    """
+    for group in TARGET_GROUPS:
+        check_unknown_keys(cfg, group)
+    if not pipeline_stage:
+        check_task_peft(cfg)
+    check_task_own(cfg)
+    check_gpu_devices(cfg)
+
+
+def _needs_dry_build(cfg: DictConfig) -> bool:
+    peft_targets = cfg.get("peft") is not None and cfg.peft.get("target_modules") is not None
+    return cfg.data.get("labels_per_class") is not None or peft_targets
+
+
+def dry_build(cfg: DictConfig) -> None:
+    """Pass 3 for a later pipeline stage: set up its data, build and adapt its backbone (no training)."""
+    from transferlab.build import allowed_targets, build_backbone, build_datamodule, task_kind
+    from transferlab.config.instantiate import instantiate
+
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    if "_target_" in cfg.task and task_kind(cfg.task) == "finetune" and cfg.peft.get("target_modules") is not None:
+        backbone = build_backbone(cfg, datamodule.spec)
+        instantiate(cfg.peft, allowed_targets(cfg)).attach(backbone)
+
+
+def validate_stage(cfg: DictConfig) -> None:
+    validate_config_only(cfg)
+    validate_targets(cfg)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Validate a single-stage config, or every stage of a pipeline, each pass over all stages."""
+    try:
+        stages = list(_stages(cfg))
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(getattr(e, "full_key", None) or "task.stages"), None,
+                          f"must resolve ({str(e).splitlines()[0]})") from None
+    for name, stage in stages:
+        _in_stage(name, validate_config_only, stage)
+    if len(stages) == 1 and stages[0][0] is None:
+        check_paths(cfg)
+    for name, stage in stages:
+        _in_stage(name, lambda c: validate_targets(c, pipeline_stage=name is not None), stage)
+    for name, stage in stages[1:]:
+        if _needs_dry_build(stage):
+            _in_stage(name, dry_build, stage)

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from transferlab.data.resumable import shuffled_loader
 from transferlab.data.spec import DataSpec
 from transferlab.data.splits import fraction_subset, k_shot, select_classes, stratified_split
 from transferlab.errors import ConfigError
@@ -51,6 +52,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.corruptions = list(corruptions or [])
         self.severities = [int(s) for s in severities]
         self.shift_seed = shift_seed
+        self.normalization: tuple[float, float] | None = None  # (mean, std); set before setup to reuse a run's
         self._ready = False
 
     # -- what subclasses provide ------------------------------------------------------------
@@ -96,7 +98,9 @@ class ArrayDataModule(pl.LightningDataModule):
             x, y = x[idx], y[idx]
         extra = self.extra_test_sets(x_test, y_test)
         if self.normalize:
-            mean, std = float(x.mean()), float(x.std()) + 1e-8
+            if self.normalization is None:
+                self.normalization = (float(x.mean()), float(x.std()) + 1e-8)
+            mean, std = self.normalization
             x, x_val, x_test = ((a - mean) / std for a in (x, x_val, x_test))
             extra = {k: ((a - mean) / std, b) for k, (a, b) in extra.items()}
         self.class_names = tuple(names)
@@ -106,6 +110,14 @@ class ArrayDataModule(pl.LightningDataModule):
         self.extra_test = {k: _tensors(a, b) for k, (a, b) in extra.items()}
         self._ready = True
 
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint, so eval normalizes exactly as training did."""
+        return {"normalization": list(self.normalization) if self.normalization else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("normalization") and not self._ready:
+            self.normalization = tuple(state["normalization"])
+
     @property
     def spec(self) -> DataSpec:
         self.setup()
@@ -113,8 +125,10 @@ class ArrayDataModule(pl.LightningDataModule):
 
     # -- loaders ------------------------------------------------------------------------------
     def _loader(self, dataset: TensorDataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        if shuffle:  # order from (seed, epoch), resumable mid-epoch (data/resumable.py)
+            return shuffled_loader(dataset, batch_size, **kwargs)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True, self.batch_size)
@@ -142,7 +156,6 @@ class ArrayDataModule(pl.LightningDataModule):
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
-
 
     @property
     def test_set_names(self) -> list[str]:

@@ -1,0 +1,196 @@
+"""The config schema: type and range of every known key, checked without importing torch.
+
+A rule applies only where its key exists, so one table serves every group option
+(`task.mask_ratio` is checked whenever a task has it). Keys of `_target_` nodes that the
+table does not list are checked against the target's signature in `validate.py`.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from transferlab.errors import ConfigError
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """`kind` int | number | str | bool | list; an optional range (lo/hi, open or closed) or choices."""
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    optional: bool = False
+    choices: tuple[Any, ...] = ()
+    item: "Rule | None" = None
+    also: tuple[Any, ...] = ()  # extra literal values allowed besides the kind (e.g. 'auto', -1)
+
+    def describe(self) -> str:
+        if self.choices:
+            text = f"one of {list(self.choices)}"
+        else:
+            noun = {"int": "an integer", "number": "a number", "str": "a string", "bool": "true or false",
+                    "list": "a list"}[self.kind]
+            if self.kind == "list" and self.item is not None:
+                noun = f"a list of {self.item.describe().removeprefix('an ').removeprefix('a ')}s"
+            text = noun + _range_text(self)
+        extras = [repr(v) if isinstance(v, str) else str(v) for v in self.also]
+        if self.optional:
+            extras.append("null")
+        return text + (f" (or {' or '.join(extras)})" if extras else "")
+
+
+def _range_text(r: Rule) -> str:
+    if r.lo is None and r.hi is None:
+        return ""
+    if r.lo == 0 and r.lo_open and r.hi is None:
+        return " > 0"
+    if r.lo is not None and r.hi is None:
+        return f" {'>' if r.lo_open else '>='} {r.lo:g}"
+    if r.lo is None:
+        return f" {'<' if r.hi_open else '<='} {r.hi:g}"
+    return f" in {'(' if r.lo_open else '['}{r.lo:g}, {r.hi:g}{')' if r.hi_open else ']'}"
+
+
+def _ok(rule: Rule, value: Any) -> bool:
+    if value is None:
+        return rule.optional
+    if any(value == v and type(value) is type(v) for v in rule.also):
+        return True
+    if rule.choices:
+        return value in rule.choices
+    if rule.kind == "bool":
+        return isinstance(value, bool)
+    if rule.kind == "str":
+        return isinstance(value, str)
+    if rule.kind == "list":
+        return isinstance(value, (list, tuple, ListConfig)) and (rule.item is None or all(_ok(rule.item, v) for v in value))
+    if isinstance(value, bool):
+        return False
+    if rule.kind == "int" and not isinstance(value, int):
+        return False
+    if rule.kind == "number" and not (isinstance(value, (int, float)) and math.isfinite(value)):
+        return False
+    if rule.lo is not None and (value <= rule.lo if rule.lo_open else value < rule.lo):
+        return False
+    if rule.hi is not None and (value >= rule.hi if rule.hi_open else value > rule.hi):
+        return False
+    return True
+
+
+def positive_int(**kw: Any) -> Rule:
+    return Rule("int", lo=0, lo_open=True, **kw)
+
+
+def non_negative_int(**kw: Any) -> Rule:
+    return Rule("int", lo=0, **kw)
+
+
+def unit(lo_open: bool = False, hi_open: bool = True, **kw: Any) -> Rule:
+    """A number in [0, 1) by default (probabilities, ratios)."""
+    return Rule("number", lo=0, hi=1, lo_open=lo_open, hi_open=hi_open, **kw)
+
+
+PRECISIONS = ("32-true", "32", 32, "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "64", 64, "16", 16,
+              "bf16", "transformer-engine")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+
+SCHEMA: dict[str, Rule] = {
+    "seed": Rule("int"),
+    "test_ckpt": Rule("str", choices=("last", "best")),
+    "resume": Rule("str", optional=True),
+    "optimized_metric": Rule("str", optional=True),
+    "allowed_targets": Rule("list", item=Rule("str")),
+    # data
+    "data.batch_size": positive_int(),
+    "data.eval_batch_size": positive_int(optional=True),
+    "data.labels_per_class": positive_int(optional=True),
+    "data.fraction": unit(lo_open=True, hi_open=False, optional=True),
+    "data.val_fraction": unit(),
+    "data.test_fraction": unit(lo_open=True),
+    "data.num_workers": non_negative_int(),
+    "data.split_seed": Rule("int"),
+    "data.classes": Rule("list", item=non_negative_int(), optional=True),
+    "data.normalize": Rule("bool"),
+    "data.pin_memory": Rule("bool"),
+    # model
+    "model.dropout": unit(),
+    "model.hidden": positive_int(),
+    "model.depth": positive_int(),
+    "model.width": positive_int(),
+    "model.heads": positive_int(),
+    "model.kernel_size": positive_int(),
+    "model.patch_size": positive_int(),
+    "model.mlp_ratio": Rule("number", lo=0, lo_open=True),
+    "model.channels": Rule("list", item=positive_int()),
+    "model.pool": Rule("str", choices=("cls", "mean", "last", "auto")),  # last, auto: model=hf
+    "data.max_length": Rule("int", lo=2),
+    "data.tokenizer.vocab_size": Rule("int", lo=5, lo_open=True),
+    "data.tokenizer.kind": Rule("str", choices=("wordpiece", "bpe")),
+    # task
+    "task.label_smoothing": unit(),
+    "task.head_dropout": unit(),
+    "task.mask_ratio": unit(lo_open=True, hi_open=True),
+    "task.temperature": Rule("number", lo=0, lo_open=True),
+    "task.pretrained": Rule("str", optional=True),
+    "task.monitor_mode": Rule("str", choices=("min", "max")),
+    # peft
+    "peft.r": positive_int(),
+    "peft.rank": positive_int(),
+    "peft.lora_alpha": Rule("number", lo=0, lo_open=True),
+    "peft.alpha": Rule("number", lo=0, lo_open=True),
+    "peft.lora_dropout": unit(),
+    "peft.dropout": unit(),
+    "peft.target_modules": Rule("list", item=Rule("str"), optional=True),
+    # optimizer / scheduler
+    "optimizer.lr": Rule("number", lo=0, lo_open=True),
+    "optimizer.weight_decay": Rule("number", lo=0),
+    "optimizer.momentum": unit(),
+    "optimizer.betas": Rule("list", item=unit()),
+    "optimizer.layer_decay": Rule("number", lo=0, hi=1, lo_open=True, optional=True),
+    "scheduler.warmup_steps": non_negative_int(),
+    "scheduler.warmup_fraction": unit(),
+    "scheduler.min_lr_ratio": unit(hi_open=False),
+    # trainer
+    "trainer.accelerator": Rule("str", choices=ACCELERATORS),
+    "trainer.devices": Rule("int", lo=0, lo_open=True, also=("auto", -1)),
+    "trainer.num_nodes": positive_int(),
+    "trainer.precision": Rule("str", choices=PRECISIONS),
+    "trainer.max_epochs": Rule("int", lo=0, optional=True, also=(-1,)),
+    "trainer.max_steps": Rule("int", lo=0, lo_open=True, also=(-1,)),
+    "trainer.min_epochs": non_negative_int(optional=True),
+    "trainer.check_val_every_n_epoch": positive_int(optional=True),
+    "trainer.log_every_n_steps": positive_int(),
+    "trainer.accumulate_grad_batches": positive_int(),
+    "trainer.gradient_clip_val": Rule("number", lo=0, optional=True),
+    "trainer.num_sanity_val_steps": Rule("int", lo=0, also=(-1,)),
+    "trainer.deterministic": Rule("bool", also=("warn",)),
+    "trainer.limit_train_batches": Rule("number", lo=0, lo_open=True, optional=True),
+    "trainer.limit_val_batches": Rule("number", lo=0, optional=True),
+    "trainer.limit_test_batches": Rule("number", lo=0, lo_open=True, optional=True),
+    "callbacks.model_checkpoint.every_n_train_steps": non_negative_int(optional=True),
+    "callbacks.fault_tolerance.every_n_train_steps": positive_int(optional=True),
+    "callbacks.model_checkpoint.save_top_k": Rule("int", lo=-1),
+    "callbacks.early_stopping.patience": non_negative_int(),
+}
+
+
+def check_schema(cfg: DictConfig, schema: dict[str, Rule] = SCHEMA) -> None:
+    """Raise ConfigError for the first key whose value breaks its rule (keys absent from cfg are skipped)."""
+    for key, rule in schema.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+        if value is _MISSING:
+            continue
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        if rule.kind == "list" and isinstance(value, list) and key == "data.classes" and len(set(value)) != len(value):
+            raise ConfigError(key, value, "a list of distinct class ids")
+        if key.startswith("trainer.limit_") and isinstance(value, float) and value > 1:
+            raise ConfigError(key, value, "a fraction in (0, 1] or a whole number of batches")
+        if not _ok(rule, value):
+            raise ConfigError(key, value, rule.describe())

@@ -1,0 +1,102 @@
+"""Keep secrets (API keys, tokens, passwords) out of everything a run writes.
+
+A secret is the value of an environment variable whose name looks like one (WANDB_API_KEY,
+HF_TOKEN, AWS_SECRET_ACCESS_KEY, ...) or of a config key whose name does. Saved configs
+(.hydra/*.yaml, the checkpoint's stored config), logs and metrics.json get `***` instead.
+"""
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+# config keys: api_key, wandb_api_key, hf_token, access_token, password, secret_key (not pad_token / max_tokens)
+SECRET_NAME = re.compile(r"(^|[_-])(api_?key|access_?key|private_?key|secret(_?key)?|password|passwd|credentials?"
+                         r"|(auth|access|api|hf|wandb|bearer|github|gh)_?token)$", re.IGNORECASE)
+# environment variables: the above, or any name ending in KEY / TOKEN / SECRET (HF_TOKEN, OPENAI_API_KEY)
+SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
+MASK = "***"
+MIN_LENGTH = 6  # shorter values are too likely to occur by chance in a config
+
+
+def secret_values(env: dict[str, str] | None = None) -> list[str]:
+    """Values of secret-looking environment variables, longest first (so no partial masking)."""
+    env = os.environ if env is None else env
+    values = {v for k, v in env.items() if (SECRET_ENV.search(k) or SECRET_NAME.search(k)) and len(v) >= MIN_LENGTH}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact_text(text: str, values: list[str] | None = None) -> str:
+    for v in secret_values() if values is None else values:
+        text = text.replace(v, MASK)
+    return text
+
+
+def redact(node: Any, values: list[str] | None = None) -> Any:
+    """A copy of plain containers with secret-named keys and secret values masked."""
+    values = secret_values() if values is None else values
+    if isinstance(node, dict):
+        return {k: (MASK if (isinstance(k, str) and SECRET_NAME.search(k) and isinstance(v, str) and v) else redact(v, values))
+                for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(redact(v, values) for v in node)
+    if isinstance(node, str):
+        return redact_text(node, values)
+    return node
+
+
+def redact_files(folder: str | Path, patterns: tuple[str, ...] = (".hydra/*.yaml",)) -> list[Path]:
+    """Mask secret values (and `secret_key: value` lines) in a run folder's text files; returns the files changed."""
+    from transferlab.summary import atomic_write_text
+
+    folder, values, changed = Path(folder), secret_values(), []
+    for pattern in patterns:
+        for path in folder.glob(pattern):
+            try:
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError):
+                continue
+            new = _mask_secret_keys(redact_text(text, values))
+            if new != text:
+                atomic_write_text(path, new)
+                changed.append(path)
+    return changed
+
+
+_KEY_LINE = re.compile(r"^(?P<lead>\s*-?\s*['\"]?(?P<key>[\w.+-]+)['\"]?\s*[:=]\s*)(?P<value>\S.*)$", re.MULTILINE)
+
+
+def _mask_secret_keys(text: str) -> str:
+    """`api_key: abc` / `- logger.wandb.api_key=abc` -> masked (yaml dumps and override lists)."""
+
+    def sub(m: re.Match) -> str:
+        key = m.group("key").rsplit(".", 1)[-1]
+        if SECRET_NAME.search(key) and "${" not in m.group("value") and m.group("value").strip() not in ("null", "''", '""'):
+            return m.group("lead") + MASK
+        return m.group(0)
+
+    return _KEY_LINE.sub(sub, text)
+
+
+class RedactingFilter:
+    """A logging filter that masks secret values in every record before any handler writes it."""
+
+    def __init__(self) -> None:
+        self.values = secret_values()
+
+    def filter(self, record) -> bool:
+        if self.values:
+            message = record.getMessage()
+            masked = redact_text(message, self.values)
+            if masked != message:
+                record.msg, record.args = masked, ()
+        return True
+
+
+def install_log_filter() -> None:
+    """Attach a RedactingFilter to the root logger's handlers (Hydra's console and file handlers)."""
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
