@@ -58,6 +58,7 @@ def prepare_launch(cfg: DictConfig) -> None:
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
     if launched_externally():
         check_external_world(cfg)
+        check_shared_run_dir()
         return
     job = _hydra_job_dir()
     if _launched_for is not None and job != _launched_for:
@@ -167,6 +168,27 @@ def check_external_world(cfg: DictConfig) -> None:
             f"trainer.devices x trainer.num_nodes = {world_n}"
         raise ConfigError("trainer.devices / trainer.num_nodes", f"{devices} / {nodes}",
                           f"the launcher started {world_n} processes ({local or '?'} per node): use {want}")
+
+
+def check_shared_run_dir() -> None:
+    """Ranks started from outside each compose their own config: a timestamped run folder would differ per rank."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1) <= 1:
+        return
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.RUN and not any(_override_key(o) == "hydra.run.dir" for o in hydra.overrides.hydra):
+        raise ConfigError("hydra.run.dir", "the default (a timestamp per process)",
+                          "under torchrun/SLURM every rank must name the same run folder, "
+                          "e.g. hydra.run.dir=outputs/run_$SLURM_JOB_ID (or a sweep via a Hydra launcher)")
+
+
+def is_global_zero() -> bool:
+    """Rank 0 of a process group (or a single process): the one that writes shared files."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def block_wrap_policy(block_classes: list[str], allowed: tuple[str, ...] = ("transferlab.", "torch.nn.")) -> set[type]:

@@ -44,6 +44,10 @@ def run_pipeline(cfg: DictConfig, out: Path) -> dict[str, Any]:
         log.info("stage %s", name)
         stage_cfg = stage_config(cfg, name, out)
         results[name] = run_stage(stage_cfg, out / name)
+    from transferlab.distributed import is_global_zero
+
+    if not is_global_zero():  # DDP: every rank ran every stage; rank 0 writes the table and metrics.json
+        return results.get(cfg.task.get("primary"), {})
     return summarize(cfg, out, results)
 
 
