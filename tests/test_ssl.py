@@ -149,6 +149,17 @@ def test_generate_samples_tokens_from_a_tiny_causal_lm():
     assert out.shape == (20,) and out.dtype == torch.long
     assert int(out.min()) >= 0 and int(out.max()) < VOCAB and PAD not in out.tolist()
     assert out[:3].tolist() == [8, 9, 10]  # it learned to count
+    from transferlab.generate import sample
+
+    class DigitTokenizer:  # "5 6 7" <-> ids, the interface of the datamodules' tokenizers
+        def encode(self, text, add_special_tokens=True):
+            return [int(t) for t in text.split()]
+
+        def decode(self, ids):
+            return " ".join(str(i) for i in ids)
+
+    new, text = sample(task, DigitTokenizer(), "5 6 7", max_new_tokens=4, temperature=0.0, top_k=None, seed=0)
+    assert text == "5 6 7 8 9 10 11" and new == [8, 9, 10, 11]
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     s1 = task.generate(prompt, 8, temperature=1.0, top_k=5, generator=g1)
     assert torch.equal(s1, task.generate(prompt, 8, temperature=1.0, top_k=5, generator=g2))
@@ -189,6 +200,12 @@ def test_ssl_run_logs_probes_and_hands_off_to_finetune(tmp_path, objective):
         assert key in saved and 0 <= saved[key] < 100, key
     assert saved["val/knn_acc"] > 1 / 3  # above chance on 3 classes, even after a few steps
     assert pre["kind"] == "pretrain" and pre["task"] == objective
+
+    from transferlab.knn import knn_eval
+
+    knn = knn_eval(compose_cfg([f"ckpt_path={tmp_path / 'pre'}", "data.classes=[0,1,2]", "k=5"], tmp_path / "knn", "knn"))
+    assert json.loads((tmp_path / "knn" / "metrics.json").read_text())["test/knn_acc"] == knn["test/knn_acc"]
+    assert knn["test/knn_acc"] > 1 / 3 and knn["knn/k"] == 5
 
     ft = run_stage(compose_cfg(common + ["task=finetune", f"task.pretrained={tmp_path / 'pre'}", "peft=linear_probe"],
                                tmp_path / "ft"), tmp_path / "ft")
