@@ -69,8 +69,20 @@ def prepare_launch(cfg: DictConfig) -> None:
         raise UserError("trainer.strategy (DDP, start method popen) starts copies of this program's command line, "
                         "which only works from the command line (`python -m transferlab.train ...`); from Python "
                         "(tests, notebooks) use trainer=ddp_spawn, or start the ranks with torchrun")
+    _refuse_process_pool_launcher()
     _set_job_command_line(job)
     _remember_launch(job)
+
+
+def _refuse_process_pool_launcher() -> None:
+    """A joblib worker's command line is joblib's, not transferlab's: DDP children cannot be started from it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    launcher = str(HydraConfig.get().get("launcher", {}).get("_target_", ""))
+    if "joblib" in launcher.lower():
+        raise ConfigError("hydra/launcher", "parallel (joblib)",
+                          "DDP jobs (trainer.devices > 1) need the default launcher, which runs jobs one after "
+                          "another, or hydra/launcher=slurm; or use trainer.devices=1 for parallel jobs")
 
 
 def _remember_launch(job: str) -> None:
