@@ -27,10 +27,19 @@ def check_targets(node: Any, allowed: tuple[str, ...] = DEFAULT_ALLOWED, where: 
 def instantiate(node: Any, allowed: tuple[str, ...] = DEFAULT_ALLOWED, **kwargs: Any) -> Any:
     from hydra.utils import instantiate as hydra_instantiate
 
+    from hydra.errors import InstantiationException
+
+    from transferlab.errors import UserError
+
     check_targets(node, allowed)
     if isinstance(node, dict):
         node = OmegaConf.create(node)
-    return hydra_instantiate(node, _convert_="all", **kwargs)
+    try:
+        return hydra_instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):  # a constructor's own clear error, not Hydra's wrapper
+            raise e.__cause__ from None
+        raise
 
 
 def to_plain(node: Any) -> Any:
