@@ -1,0 +1,112 @@
+"""Study 3: linear probe vs partial freezing vs full fine-tuning, per pretraining objective.
+
+Per seed and objective (every pretraining task found in conf/task/*.yaml at run time that runs
+on MNIST-1D signals: supervised, contrastive, masked, ...): pretrain on MNIST-1D classes 0-4, then
+adapt to classes 5-9 with `--labels` labels per class by peft=linear_probe, freeze, full (those
+that exist), against scratch. Compare Kumar et al. 2022 / He et al. 2022 (MAE): linear probing lags
+fine-tuning most when the pretraining objective differs from the target task.
+
+    python experiments/probe_vs_finetune/run.py --jobs 2
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from studylib import ROOT, Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_jobs, save_rows, workdir  # noqa: E402
+
+SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
+STEPS = 400
+PER_CLASS = 360
+ADAPT = ["linear_probe", "freeze", "full"]
+NOT_OBJECTIVES = {"finetune", "transfer", "causal_lm"}     # fine-tuning, pipelines, text-only objectives
+
+
+def objectives() -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml") if p.stem not in NOT_OBJECTIVES)
+
+
+def adapt_methods() -> list[str]:
+    return [m for m in ADAPT if (ROOT / "conf" / "peft" / f"{m}.yaml").is_file()]
+
+
+def plan(seeds: list[int], model: str, labels: int | None, pretrain_epochs: int, smoke: bool) -> tuple[list[Job], list[Job]]:
+    steps = 20 if smoke else STEPS
+    pre, down = [], []
+    common = [f"model={model}", "data=mnist1d"]
+    for seed in seeds:
+        target = [*common, f"data.classes={TARGET}", f"data.labels_per_class={'null' if labels is None else labels}", f"seed={seed}",
+                  *downstream_trainer(labels, PER_CLASS, steps)]
+        down.append(Job(f"seed{seed}/scratch", ["task=finetune", "peft=full", *target], {"seed": seed, "objective": "none (scratch)", "method": "full"}))
+        for obj in objectives():
+            pname = f"seed{seed}/{obj}/pretrain"
+            pre.append(Job(pname, [f"task={obj}", *common, f"data.classes={SOURCE}", f"trainer.max_epochs={1 if smoke else pretrain_epochs}",
+                                   f"seed={seed}"], {"seed": seed, "objective": obj, "method": "pretrain"}))
+            for m in adapt_methods():
+                down.append(Job(f"seed{seed}/{obj}/{m}", ["task=finetune", f"peft={m}", f"task.pretrained=PRETRAIN:{pname}", *target],
+                                {"seed": seed, "objective": obj, "method": m}))
+    return pre, down
+
+
+def report(rows: list[dict], meta: dict) -> str:
+    plt = pyplot()
+    down = [r for r in rows if r["method"] != "pretrain"]
+    g = group(down, ["objective", "method"])
+    objs = list(dict.fromkeys(r["objective"] for r in down if r["objective"] != "none (scratch)"))
+    ms = [m for m in ADAPT if any(r["method"] == m for r in down)]
+    body = [[o] + [fmt([r["test/acc"] for r in g.get((o, m), [])]) for m in ms]
+            + [fmt([f["test/acc"] - p["test/acc"] for f in g.get((o, "full"), []) for p in g.get((o, "linear_probe"), []) if f["seed"] == p["seed"]])]
+            for o in objs]
+    body.append(["none (scratch)"] + ["-" if m != "full" else fmt([r["test/acc"] for r in g.get(("none (scratch)", "full"), [])]) for m in ms] + ["-"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(ms))
+    for j, m in enumerate(ms):
+        vals = [mean_std([r["test/acc"] for r in g.get((o, m), [])]) for o in objs]
+        ax.bar([i + j * width for i in range(len(objs))], [v[0] for v in vals], width, yerr=[v[1] for v in vals], capsize=3, label=m)
+    scratch = mean_std([r["test/acc"] for r in g.get(("none (scratch)", "full"), [])])[0]
+    if scratch == scratch:
+        ax.axhline(scratch, color="k", ls="--", lw=1, label="scratch")
+    ax.set_xticks([i + width * (len(ms) - 1) / 2 for i in range(len(objs))], objs)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"MNIST-1D 5-9, {meta['labels']} labels/class, model={meta['model']}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(HERE / "probe_vs_finetune.png", dpi=120)
+    plt.close(fig)
+    return (f"Test accuracy % on MNIST-1D classes 5-9 ({meta['labels']} labels per class, model={meta['model']}), "
+            f"pretrained on classes 0-4; mean ± std over seeds {meta['seeds']}\n\n"
+            + markdown_table(["pretraining objective"] + ms + ["full - linear_probe"], body))
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--model", default="transformer")
+    p.add_argument("--labels", type=int, default=50, help="labels per class of the target task (0 = all)")
+    p.add_argument("--pretrain-epochs", type=int, default=20)
+    args = p.parse_args()
+    labels = args.labels or None
+    work = workdir(args, "probe_vs_finetune")
+    if not args.report_only:
+        pre, down = plan(args.seeds, args.model, labels, args.pretrain_epochs, args.smoke)
+        for job in down:
+            job.overrides = [o.replace("PRETRAIN:", str(work) + "/") for o in job.overrides]
+        with Timer() as t:
+            results = run_jobs(pre, work, 0 if args.inprocess else args.jobs, args.override)
+            results.update(run_jobs(down, work, 0 if args.inprocess else args.jobs, args.override))
+        rows = rows_of(pre + down, results, ["test/acc", "test/ece", "params/trainable_pct", "time/wall_s", "val/linear_acc", "val/knn_acc"])
+        save_rows(rows, HERE, {"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(t.seconds, 1), "smoke": args.smoke,
+                               "model": args.model, "labels": labels or "all", "objectives": objectives(), "methods": adapt_methods(),
+                               "steps": 20 if args.smoke else STEPS, "command": " ".join(sys.argv), "override": args.override})
+    rows, meta = load_rows(HERE)
+    table = report(rows, meta)
+    (HERE / "table.md").write_text(table + f"\n\nWall time: {meta['wall_s']} s with --jobs {meta['jobs']}. {meta.get('note', '')}\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Shared plumbing of the generalization studies: launch CLI runs in parallel, read metrics.json,
+aggregate over seeds, write tables and plots.
+
+Every run is a real `python -m transferlab.train ...` command (the user's path), one thread each,
+niced, skipped when its metrics.json already exists (an interrupted study resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Job:
+    """One run: its folder name, CLI overrides and descriptive tags (copied into the results rows)."""
+
+    name: str
+    overrides: list[str]
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+def downstream_trainer(k: int | None, per_class: int, steps: int, batch: int = 64) -> list[str]:
+    """Trainer overrides for a fixed number of optimizer steps whatever the label budget
+    (`k` labels per class of 5 classes, or `per_class` when k is None); validate ~4 times."""
+    batches = math.ceil(5 * (k or per_class) / batch)
+    epochs = math.ceil(steps / batches)
+    return ["trainer.max_epochs=-1", f"trainer.max_steps={steps}", f"trainer.check_val_every_n_epoch={max(1, epochs // 4)}"]
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--workdir", default=None, help="run folders (default: outputs/studies/<study>)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--report-only", action="store_true", help="only rebuild the table/plot from results.json")
+    p.add_argument("--smoke", action="store_true", help="tiny runs (checks the script, not the science)")
+    p.add_argument("--override", nargs="*", default=[], help="overrides added to every run, e.g. trainer=gpu")
+    p.add_argument("--inprocess", action="store_true",
+                   help="run the jobs one after another inside this process (no interpreter start per run; ignores --jobs)")
+    return p
+
+
+def workdir(args: argparse.Namespace, study: str) -> Path:
+    return Path(args.workdir) if args.workdir else ROOT / "outputs" / "studies" / study
+
+
+def run_jobs(jobs: Sequence[Job], work: Path, parallel: int, extra: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """Run every job (skipping finished ones); return {name: metrics} of those that succeeded.
+    A failed run is reported with its log's path and the end of the log, and the study goes on."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p)
+
+    def one(job: Job) -> tuple[str, dict[str, Any] | None]:
+        out = work / job.name
+        metrics = out / "metrics.json"
+        if not metrics.is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            cmd = ["nice", "-n", "10", sys.executable, "-m", "transferlab.train", *job.overrides, *extra,
+                   "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"]
+            with open(out / "study.log", "w") as log:
+                log.write(" ".join(cmd) + "\n")
+                log.flush()
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+            if rc != 0 or not metrics.is_file():
+                tail = (out / "study.log").read_text().strip().splitlines()[-3:]
+                print(f"  FAILED {job.name} (exit {rc}); {out / 'study.log'}:\n    " + "\n    ".join(tail), flush=True)
+                return job.name, None
+            print(f"  done {job.name}", flush=True)
+        return job.name, json.loads(metrics.read_text())
+
+    if parallel <= 0:
+        return {name: m for name, m in map(lambda j: _in_process(j, work, extra), jobs) if m is not None}
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        return {name: m for name, m in pool.map(one, jobs) if m is not None}
+
+
+def _in_process(job: Job, work: Path, extra: Sequence[str]) -> tuple[str, dict[str, Any] | None]:
+    """The same run through Hydra's compose API and run.train, in this process."""
+    out = work / job.name
+    metrics = out / "metrics.json"
+    if not metrics.is_file():
+        import traceback
+
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+
+        from transferlab.run import train
+
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=[*job.overrides, *extra, "trainer.enable_progress_bar=false", f"paths.output_dir={out}"])
+        try:
+            train(cfg)
+        except Exception:  # noqa: BLE001 - a failed run is reported and the study goes on
+            print(f"  FAILED {job.name}:\n{traceback.format_exc()[-800:]}", flush=True)
+            return job.name, None
+        print(f"  done {job.name}", flush=True)
+    return job.name, json.loads(metrics.read_text())
+
+
+def rows_of(jobs: Sequence[Job], results: dict[str, dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """One flat row per run: its tags plus the metrics.json keys asked for (prefix match with a trailing '*')."""
+    rows = []
+    for job in jobs:
+        if job.name not in results:
+            continue
+        m = results[job.name]
+        row = {"run": job.name, **job.tags}
+        for k in keys:
+            if k.endswith("*"):
+                row.update({mk: mv for mk, mv in m.items() if mk.startswith(k[:-1]) and isinstance(mv, (int, float))})
+            elif k in m:
+                row[k] = m[k]
+        rows.append(row)
+    return rows
+
+
+def save_rows(rows: list[dict[str, Any]], here: Path, meta: dict[str, Any]) -> None:
+    """results.json (rows + how they were made) and results.csv (the same rows)."""
+    (here / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
+    header: list[str] = []
+    for r in rows:
+        header += [k for k in r if k not in header]
+    with open(here / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def load_rows(here: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    data = json.loads((here / "results.json").read_text())
+    return data["rows"], data["meta"]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def fmt(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
+    m, s = mean_std(values)
+    if m != m:
+        return "-"
+    return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
+
+
+def group(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[tuple, list[dict[str, Any]]]:
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    return out
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
