@@ -30,3 +30,27 @@ class Pace(pl.Callback):
         tmp = self.progress_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(str(trainer.global_step))
         os.replace(tmp, self.progress_file)
+
+
+class PoisonWeights(pl.Callback):
+    """Sets the model's first weight to NaN at `at_step`: the next loss is NaN (a divergence, on demand)."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.at_step:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
+
+
+class SendSignal(pl.Callback):
+    """Sends `signum` to this process after step `at_step` (an in-process SIGTERM, as SLURM sends before preemption)."""
+
+    def __init__(self, at_step: int, signum: int = 15):
+        self.at_step = at_step
+        self.signum = signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.at_step:
+            os.kill(os.getpid(), self.signum)

@@ -6,6 +6,7 @@ true CLI runs check the one-line output and exit code 2, and that a config error
 
 import os
 import pickle
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -113,7 +114,7 @@ def _crafted(tmp_path: Path, kind: str, good: Path) -> Path:
         path = tmp_path / "run"
         path.mkdir()
     elif kind == "garbage":
-        path.write_bytes(os.urandom(512))
+        path.write_bytes(random.Random(0).randbytes(4096))
     elif kind == "empty_file":
         path.write_bytes(b"")
     elif kind == "truncated":

@@ -31,8 +31,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(_unpickling_message(p, str(e))) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        reason = (str(e).splitlines() or ["the file is empty" if p.stat().st_size == 0 else type(e).__name__])[0]
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as e:  # what torch.load raises on junk
+        reason = "the file is empty" if p.stat().st_size == 0 else f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
         raise CheckpointError(f"{p} is not a readable checkpoint ({reason})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{p} holds a {type(ckpt).__name__}, not a checkpoint dict")

@@ -10,7 +10,8 @@ guarantees without code of its own:
 - `every_n_train_steps`: `last.ckpt` is also written mid-epoch, so a crash loses at most N steps;
 - SIGTERM (SLURM preemption): Lightning finishes the current batch and raises; this callback
   then writes `last.ckpt`, and `resume=auto` continues from it;
-- checkpoints are written to a temporary file in the same folder, fsynced, then renamed.
+- checkpoints are written to a temporary file in the same folder, fsynced, then renamed;
+- loggers are flushed with every checkpoint, so a resumed run's CSV log continues without gaps.
 """
 
 import logging
@@ -127,7 +128,16 @@ class FaultTolerance(pl.Callback):
         if self.restore_rng and state_dict.get("rng"):
             set_rng_state(state_dict["rng"])
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Flush the loggers with every checkpoint: after a crash, the log ends where the checkpoint does."""
+        for logger in trainer.loggers:
+            logger.save()
+
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        for lg in trainer.loggers:
+            rows = getattr(self, "_csv_rows", {}).pop(id(lg), None)
+            if rows:
+                _restore_csv_log(lg, rows, int(checkpoint.get("global_step", 0)))
         self._loader_states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader", [])
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -150,9 +160,17 @@ class FaultTolerance(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self.save_on_sigterm and isinstance(exception, SIGTERMException):
             path = last_checkpoint_path(trainer)
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path)  # also flushes the loggers (on_save_checkpoint)
             self.sigterm_checkpoint = str(path)
             log.warning("SIGTERM: saved %s at step %d; rerun with resume=auto to continue", path, trainer.global_step)
+
+
+def keep_logs_for_resume(trainer: pl.Trainer) -> None:
+    """Call before `trainer.fit(ckpt_path=...)`: Lightning's CSV writer deletes metrics.csv when it starts
+    (before any callback hook runs); its rows up to the checkpoint are written back on restore."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, FaultTolerance):
+            cb._csv_rows = {id(lg): rows for lg in trainer.loggers if _is_csv(lg) and (rows := _read_csv_log(lg))}
 
 
 def last_checkpoint_path(trainer: pl.Trainer) -> Path:
@@ -173,3 +191,34 @@ def persistent_run_id(folder: str | Path, filename: str = RUN_ID_FILE) -> str:
 
     atomic_write_text(path, run_id + "\n")
     return run_id
+
+
+def _is_csv(logger: Any) -> bool:
+    from pytorch_lightning.loggers import CSVLogger
+
+    return isinstance(logger, CSVLogger)
+
+
+def _read_csv_log(logger: Any) -> tuple[list[str], list[dict[str, str]]] | None:
+    import csv
+
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _restore_csv_log(logger: Any, saved: tuple[list[str], list[dict[str, str]]], step: int) -> None:
+    """Rewrite the rows logged up to the checkpoint's step (later ones are replayed by the resumed run)."""
+    import csv
+
+    keys, rows = saved
+    rows = [r for r in rows if not r.get("step") or float(r["step"]) < step]  # a row's step is the batch index
+    writer = logger.experiment  # creating the writer deletes the old file; write the kept rows back
+    writer.metrics_keys = sorted(keys)
+    with open(writer.metrics_file_path, "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=writer.metrics_keys)
+        out.writeheader()
+        out.writerows(rows)

@@ -63,14 +63,14 @@ def redact_files(folder: str | Path, patterns: tuple[str, ...] = (".hydra/*.yaml
     return changed
 
 
-_KEY_LINE = re.compile(r"^(?P<lead>\s*-?\s*['\"]?(?P<key>[\w.+-]+)['\"]?\s*[:=]\s*)(?P<value>\S.*)$", re.MULTILINE)
+_KEY_LINE = re.compile(r"^(?P<lead>[ \t]*-?[ \t]*['\"]?(?P<key>[\w.+~-]+)['\"]?[ \t]*[:=][ \t]*)(?P<value>\S.*)$", re.MULTILINE)
 
 
 def _mask_secret_keys(text: str) -> str:
     """`api_key: abc` / `- logger.wandb.api_key=abc` -> masked (yaml dumps and override lists)."""
 
     def sub(m: re.Match) -> str:
-        key = m.group("key").rsplit(".", 1)[-1]
+        key = m.group("key").rsplit(".", 1)[-1].lstrip("+~")
         if SECRET_NAME.search(key) and "${" not in m.group("value") and m.group("value").strip() not in ("null", "''", '""'):
             return m.group("lead") + MASK
         return m.group(0)

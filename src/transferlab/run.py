@@ -69,7 +69,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
-    from transferlab.faults import Preempted, persistent_run_id
+    from transferlab.faults import Preempted, keep_logs_for_resume, persistent_run_id
 
     persistent_run_id(out)  # the tracker's run id (e.g. W&B `id`): a resumed run continues the same run
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -86,6 +86,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     ckpt_path = resume_checkpoint(cfg, out)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
+        keep_logs_for_resume(trainer)
     fit_start = time.perf_counter()
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

@@ -191,6 +191,8 @@ def check_gpu_devices(cfg: DictConfig) -> None:
         return
     import torch
 
+    if torch.backends.mps.is_available():  # Apple GPUs: Lightning's "gpu" means MPS there
+        return
     available = torch.cuda.device_count()
     count = _device_count(t.get("devices")) if t.get("devices") not in (None, "auto", -1, "-1") else 1
     if available == 0:

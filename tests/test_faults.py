@@ -1,0 +1,235 @@
+"""Faults: SIGKILL/SIGTERM and resume=auto give the uninterrupted run's exact metrics; NaN stops cleanly;
+checkpoints are atomic; secrets never reach what a run writes."""
+
+import csv
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, compose_cfg
+
+SECRET = "wandb-test-secret-0123456789abcdef"
+STEPS_PER_EPOCH, EPOCHS, EVERY = 8, 3, 3
+RUN = [
+    "task=supervised", "data=digits", "model=cnn", "trainer.enable_progress_bar=false",
+    f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={STEPS_PER_EPOCH}", "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2", "trainer.log_every_n_steps=2", f"callbacks.fault_tolerance.every_n_train_steps={EVERY}",
+    "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
+    "+callbacks.pace._target_=fault_helpers.Pace",
+]
+
+
+def _overrides(folder: Path, pace: float = 0.0) -> list[str]:
+    return RUN + [f"+callbacks.pace.progress_file={folder / 'progress'}", f"+callbacks.pace.seconds={pace}"]
+
+
+def _start(folder: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")]), "WANDB_API_KEY": SECRET}
+    args = [sys.executable, "-m", "transferlab.train", *_overrides(folder, pace=0.1), f"hydra.run.dir={folder}", *extra]
+    log = open(folder.parent / f"{folder.name}.log", "w")  # a file, not a pipe: a full pipe would stall the run
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for_step(proc: subprocess.Popen, folder: Path, step: int, timeout: float = 240) -> int:
+    progress, deadline = folder / "progress", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if progress.is_file() and progress.read_text().strip() and int(progress.read_text()) >= step:
+            return int(progress.read_text())
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before step {step}:\n{(folder.parent / f'{folder.name}.log').read_text()[-3000:]}")
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+def _ckpt(folder: Path) -> dict:
+    return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def _in_process(folder: Path, *extra: str) -> dict:
+    from transferlab.run import train
+    from transferlab.summary import read_summary
+
+    train(compose_cfg(_overrides(folder) + list(extra), folder))
+    return read_summary(folder)
+
+
+@pytest.mark.slow
+def test_sigkill_then_sigterm_then_resume_matches_uninterrupted(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    rnd = random.Random()
+    kill_at = rnd.randint(EVERY + 1, STEPS_PER_EPOCH - 1)  # after the first mid-epoch checkpoint, in epoch 0
+    term_at = rnd.randint(STEPS_PER_EPOCH + 1, 2 * STEPS_PER_EPOCH - 2)  # mid epoch 1
+    run = tmp_path / "interrupted"
+
+    # 1. SIGKILL mid-epoch: only the last checkpoint survives, written mid-epoch
+    proc = _start(run)
+    _wait_for_step(proc, run, kill_at)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = _ckpt(run)
+    assert saved["global_step"] % EVERY == 0 and saved["global_step"] % STEPS_PER_EPOCH != 0, (kill_at, saved["global_step"])
+    assert saved["global_step"] <= kill_at
+    run_id = (run / "wandb_id").read_text()
+
+    # 2. resume=auto, then SIGTERM (preemption; in-process, Lightning's own handler): a checkpoint at that step
+    from transferlab.faults import Preempted
+
+    with pytest.raises(Preempted) as err:
+        _in_process(run, "resume=auto", "+callbacks.term._target_=fault_helpers.SendSignal", f"+callbacks.term.at_step={term_at}")
+    assert err.value.exit_code == 143 and "\n" not in str(err.value)
+    assert f"SIGTERM at step {term_at}:" in str(err.value) and "rerun with resume=auto" in str(err.value)
+    assert _ckpt(run)["global_step"] == term_at
+
+    # 3. resume=auto to the end, in-process; and the uninterrupted reference
+    resumed = _in_process(run, "resume=auto")
+    reference = _in_process(tmp_path / "reference")
+    for key in ("test/acc", "test/loss", "test/f1", "test/ece", "val/acc", "val/loss", "steps", "epochs"):
+        assert resumed[key] == reference[key], (key, resumed[key], reference[key], kill_at, term_at)
+    assert resumed["steps"] == EPOCHS * STEPS_PER_EPOCH
+
+    # every step after a resume saw the batch and the random state the uninterrupted run saw
+    def trace(folder):
+        return {int(line.split()[0]): line for line in (folder / "progress.trace").read_text().splitlines()}
+
+    assert trace(run) == trace(tmp_path / "reference")
+    # the tracker run continues (same id), the CSV log spans the whole run
+    assert (run / "wandb_id").read_text() == run_id
+    def losses(folder):
+        with open(folder / "csv" / "metrics.csv") as f:
+            return sorted((int(r["step"]), r["train/loss_step"]) for r in csv.DictReader(f) if r.get("train/loss_step"))
+
+    logged, expected = losses(run), losses(tmp_path / "reference")
+    assert len({step for step, _ in logged}) == len(logged)  # no step logged twice
+    assert set(logged) <= set(expected)  # the same values at the same steps
+    # at most the row of the batch a SIGKILLed checkpoint was taken at is missing (it is logged after the save)
+    assert len(logged) >= len(expected) - 1 and logged[0][0] < saved["global_step"]
+
+    # the secret given through the environment is nowhere in what the runs wrote
+    leaks = [p for p in run.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert not leaks
+
+
+def test_secrets_redacted_from_saved_config_and_checkpoint(tmp_path, monkeypatch):
+    from transferlab.redact import redact_files
+    from transferlab.run import run_stage
+
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    hydra_dir = tmp_path / ".hydra"
+    hydra_dir.mkdir()
+    (hydra_dir / "overrides.yaml").write_text(f"- logger.wandb.api_key={SECRET}\n- +hf_token=abcdefgh\n- seed=1\n")
+    (hydra_dir / "config.yaml").write_text(f"note: uses {SECRET}\nwandb:\n  api_key: literal-key\n  project: p\n")
+    assert len(redact_files(tmp_path)) == 2
+    text = (hydra_dir / "overrides.yaml").read_text() + (hydra_dir / "config.yaml").read_text()
+    assert SECRET not in text and "literal-key" not in text and "abcdefgh" not in text
+    assert "seed=1" in text and "project: p" in text
+
+    cfg = compose_cfg(["task=supervised", "data=digits", "model=mlp", "trainer.enable_progress_bar=false",
+                       "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                       "trainer.limit_test_batches=1", "+extra.api_key=${oc.env:WANDB_API_KEY}",
+                       "+extra.note=key is ${oc.env:WANDB_API_KEY}"], tmp_path)
+    run_stage(cfg, tmp_path)
+    stored = _ckpt(tmp_path)["hyper_parameters"]["config"]
+    assert stored["extra"] == {"api_key": "***", "note": "key is ***"}
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert not written
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tmp_path):
+    from transferlab.errors import UserError
+    from transferlab.run import TrainingDiverged, train
+
+    cfg = compose_cfg(["task=supervised", "data=digits", "model=mlp", "trainer.enable_progress_bar=false",
+                       "trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.limit_val_batches=1",
+                       "callbacks.fault_tolerance.every_n_train_steps=2",
+                       "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
+                       "+callbacks.poison._target_=fault_helpers.PoisonWeights", "+callbacks.poison.at_step=5"], tmp_path)
+    with pytest.raises(TrainingDiverged) as err:
+        train(cfg)
+    assert isinstance(err.value, UserError) and "\n" not in str(err.value)
+    assert "non-finite training loss (nan) at step 5" in str(err.value)
+    saved = _ckpt(tmp_path)
+    assert saved["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def test_nan_guard_is_task_independent():
+    """The callback stops any task before its backward pass (self-supervised tasks included)."""
+    from transferlab.faults import FaultTolerance
+
+    class T:
+        global_step, current_epoch = 7, 1
+
+    guard = FaultTolerance()
+    guard.on_before_backward(T(), None, torch.tensor(1.5))
+    for bad in (torch.tensor(math.nan), torch.tensor(math.inf), torch.tensor([1.0, -math.inf])):
+        with pytest.raises(FloatingPointError, match="at step 7, epoch 1"):
+            guard.on_before_backward(T(), None, bad)
+    FaultTolerance(check_finite=False).on_before_backward(T(), None, torch.tensor(math.nan))
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    """A save that dies half-way leaves the previous checkpoint whole and no stray file."""
+    from transferlab.checkpoint import load_checkpoint
+    from transferlab.faults import AtomicCheckpointIO
+
+    io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"backbone.w": torch.ones(3)}, "global_step": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.save_checkpoint({"state_dict": {"backbone.w": torch.zeros(1000)}, "x": Unpicklable()}, path)
+    assert load_checkpoint(path)["global_step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_rng_state_round_trips_through_weights_only_checkpoint(tmp_path):
+    import random as pyrandom
+
+    import numpy as np
+
+    from transferlab.faults import rng_state, set_rng_state
+
+    torch.manual_seed(3), np.random.seed(3), pyrandom.seed(3)
+    torch.save({"rng": rng_state()}, tmp_path / "s.ckpt")
+    expected = (torch.rand(3), np.random.rand(3), pyrandom.random())
+    torch.rand(5), np.random.rand(5), pyrandom.random()
+    set_rng_state(torch.load(tmp_path / "s.ckpt", weights_only=True)["rng"])
+    again = (torch.rand(3), np.random.rand(3), pyrandom.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+def test_resumable_sampler_skips_consumed_samples():
+    from transferlab.data.resumable import EpochShuffleSampler
+
+    def sampler(seed=5, epoch=2):
+        s = EpochShuffleSampler(10, seed=seed)
+        s.set_epoch(epoch)
+        return s
+
+    interrupted = sampler()
+    it = iter(interrupted)
+    first = [next(it) for _ in range(4)]
+    resumed = sampler(seed=0)  # the seed comes from the saved state
+    resumed.load_state_dict(interrupted.state_dict())
+    resumed.set_epoch(2)
+    assert first + list(resumed) == list(sampler())
+    assert sorted(sampler()) == list(range(10)) and list(sampler(epoch=3)) != list(sampler())
+    resumed.set_epoch(3)  # a new epoch forgets the skip
+    assert list(resumed) == list(sampler(epoch=3))
+
+
+def test_run_id_persists(tmp_path):
+    from transferlab.faults import persistent_run_id
+
+    first = persistent_run_id(tmp_path)
+    assert len(first) == 8 and persistent_run_id(tmp_path) == first == (tmp_path / "wandb_id").read_text().strip()
