@@ -21,7 +21,7 @@ def test_child_command_line_is_one_job_without_the_sweep():
 
 @pytest.mark.parametrize("trainer,overrides,spawns", [
     ("ddp_cpu", [], True), ("ddp", [], True), ("ddp", ["trainer.devices=1"], False),
-    ("ddp", ["trainer.devices=[0,1]"], True), ("ddp_spawn", [], False), ("cpu", [], False),
+    ("ddp", ["trainer.devices=[0,1]"], True), ("ddp_spawn", [], False), ("ddp_fork", [], False), ("cpu", [], False),
     ("default", ["trainer.devices=2"], True), ("fsdp", [], False),
 ])
 def test_which_trainers_rerun_the_command_line(trainer, overrides, spawns):
@@ -29,7 +29,7 @@ def test_which_trainers_rerun_the_command_line(trainer, overrides, spawns):
     assert distributed.spawns_script_copies(cfg.trainer) is spawns
 
 
-@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_cpu", "ddp_spawn", "fsdp"])
+@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_cpu", "ddp_fork", "ddp_spawn", "fsdp"])
 def test_trainer_configs_use_only_trainer_arguments(trainer):
     import pytorch_lightning as pl
 
@@ -42,9 +42,13 @@ def test_trainer_configs_use_only_trainer_arguments(trainer):
 def test_ddp_from_python_without_hydra_is_refused_with_the_alternative(monkeypatch):
     """Lightning would re-run this process's own command line (here: pytest) in the child."""
     monkeypatch.setattr(distributed, "_original_env", {k: None for k in distributed.LAUNCH_ENV})
-    with pytest.raises(UserError, match="ddp_spawn"):
+    with pytest.raises(UserError, match="ddp_fork"):
         distributed.prepare_launch(compose_cfg(["trainer=ddp_cpu"]))
-    distributed.prepare_launch(compose_cfg(["trainer=ddp_spawn"]))  # spawn pickles, re-runs nothing
+    distributed.prepare_launch(compose_cfg(["trainer=ddp_fork"]))  # fork re-runs nothing
+    distributed.prepare_launch(compose_cfg(["trainer=ddp_spawn"]))
+    # spawned CPU ranks would share the model's tensors through torch.multiprocessing
+    with pytest.raises(ConfigError, match="start_method"):
+        distributed.prepare_launch(compose_cfg(["trainer=ddp_spawn", "trainer.accelerator=cpu"]))
 
 
 def test_external_launcher_world_must_match_devices_times_nodes(monkeypatch):

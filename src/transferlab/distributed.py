@@ -60,6 +60,7 @@ def prepare_launch(cfg: DictConfig) -> None:
         check_external_world(cfg)
         check_shared_run_dir()
         return
+    check_start_method(cfg.trainer)
     job = _hydra_job_dir()
     if _launched_for is not None and job != _launched_for:
         _end_previous_launch()
@@ -68,7 +69,8 @@ def prepare_launch(cfg: DictConfig) -> None:
     if job is None:
         raise UserError("trainer.strategy (DDP, start method popen) starts copies of this program's command line, "
                         "which only works from the command line (`python -m transferlab.train ...`); from Python "
-                        "(tests, notebooks) use trainer=ddp_spawn, or start the ranks with torchrun")
+                        "(tests, notebooks) use trainer=ddp_fork (CPU) or trainer=ddp_spawn (GPUs), or start the ranks "
+                        "with torchrun")
     _refuse_process_pool_launcher()
     _set_job_command_line(job)
     _remember_launch(job)
@@ -96,6 +98,16 @@ def _hydra_job_dir() -> str | None:
     if not HydraConfig.initialized():
         return None
     return str(HydraConfig.get().runtime.output_dir)
+
+
+def check_start_method(trainer_cfg: DictConfig) -> None:
+    """Spawned CPU ranks receive the model through shared memory: every rank would update the same tensors."""
+    strategy = trainer_cfg.get("strategy")
+    if isinstance(strategy, (DictConfig, dict)) and strategy.get("start_method") == "spawn" \
+            and trainer_cfg.get("accelerator") == "cpu":
+        raise ConfigError("trainer.strategy.start_method", "spawn",
+                          "on CPU spawned ranks share the model's tensors (torch.multiprocessing) and train wrong: "
+                          "use trainer=ddp_cpu from the command line or trainer=ddp_fork from Python")
 
 
 def spawns_script_copies(trainer_cfg: DictConfig) -> bool:
