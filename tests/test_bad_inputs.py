@@ -43,6 +43,8 @@ CONFIG_ROWS = [
     ("max_epochs", SUP + ["trainer.max_epochs=-5"], ["trainer.max_epochs=-5", ">= 0"]),
     ("checkpoint_interval", SUP + ["callbacks.fault_tolerance.every_n_train_steps=0"],
      ["callbacks.fault_tolerance.every_n_train_steps=0", "> 0"]),
+    ("target_not_importable", SUP + ["model._target_=transferlab.backbones.cnn.Nope"],
+     ["model._target_='transferlab.backbones.cnn.Nope'", "has no attribute 'Nope'"]),
     ("target_outside_allowlist", SUP + ["model._target_=os.system"], ["model._target_='os.system'", "allowed_targets"]),
     ("pretrained_missing", ["task=finetune", "task.pretrained=/nonexistent/run"], ["task.pretrained='/nonexistent/run'", "existing"]),
     ("resume_missing", SUP + ["resume=/nonexistent.ckpt"], ["resume='/nonexistent.ckpt'", "or 'auto'"]),

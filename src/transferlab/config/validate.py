@@ -143,12 +143,13 @@ def check_unknown_keys(cfg: DictConfig, group: str) -> None:
     node = cfg.get(group)
     if not isinstance(node, DictConfig) or "_target_" not in node:
         return
-    from hydra.utils import get_class
+    import importlib
 
+    module_name, _, attr = str(node._target_).rpartition(".")
     try:
-        cls = get_class(str(node._target_))
-    except Exception as e:  # hydra wraps import errors of any kind
-        raise ConfigError(f"{group}._target_", str(node._target_), f"an importable class ({str(e).splitlines()[0]})") from None
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(f"{group}._target_", str(node._target_), f"an importable class ({e})") from None
     valid = accepted_keys(cls)
     if valid is None:
         return
