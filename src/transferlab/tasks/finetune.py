@@ -39,6 +39,11 @@ class FinetuneTask(ClassifierTask):
             self.backbone.eval()
         return self
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning keeps (and restores) each submodule's mode instead of calling .train(): re-freeze here.
+        if self.adaptation.frozen_backbone_eval:
+            self.backbone.eval()
+
     def param_counts(self) -> dict[str, float]:
         counts = super().param_counts()
         names = set(self.adaptation.adapter_parameter_names(self.backbone))
