@@ -82,3 +82,13 @@ def test_bbc_news_test_split_fixed_across_seeds_and_class_subset(bbc):
     assert train_counts == [511 - round(511 * 0.2) - round((511 - round(511 * 0.2)) * 0.1),
                             386 - round(386 * 0.2) - round((386 - round(386 * 0.2)) * 0.1)]
     assert sub.decode(sub.encode("Chelsea won the match")[0]) == "chelsea won the match"
+
+
+def test_bbc_news_mlm_recipe_composes_pretrain_then_transfer():
+    cfg = compose_cfg(["experiment=bbc_news_mlm"])
+    stages = cfg.task.stages
+    assert list(stages) == ["pretrain", "finetune", "linear_probe", "scratch", "lora"]
+    assert stages.pretrain.task.name == "masked" and stages.pretrain.data.labels_per_class is None
+    assert stages.lora.peft.name == "lora" and stages.lora.init_from == "pretrain"
+    assert all(stages[s].data.labels_per_class == 10 for s in ("finetune", "linear_probe", "scratch", "lora"))
+    assert cfg.data.name == "bbc_news" and cfg.model.name == "transformer"
