@@ -226,6 +226,8 @@ def test_resumable_sampler_skips_consumed_samples():
     assert sorted(sampler()) == list(range(10)) and list(sampler(epoch=3)) != list(sampler())
     resumed.set_epoch(3)  # a new epoch forgets the skip
     assert list(resumed) == list(sampler(epoch=3))
+    untold = EpochShuffleSampler(10, seed=5)  # wrapped (DDP): nobody calls set_epoch, each pass is a new epoch
+    assert [list(untold) for _ in range(3)] == [list(sampler(epoch=e)) for e in range(3)]
 
 
 def test_run_id_persists(tmp_path):

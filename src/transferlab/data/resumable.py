@@ -24,15 +24,20 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = 0
         self.consumed = 0  # samples drawn so far in this epoch
         self._skip = 0  # samples to skip at the next iteration (set by load_state_dict)
+        self._told, self._iterated = False, False
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch, self._skip = epoch, 0
+        self._told = True
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[int]:
+        if self._iterated and not self._told:  # nobody calls set_epoch (e.g. inside a distributed wrapper)
+            self.epoch, self._skip = self.epoch + 1, 0
+        self._iterated, self._told = True, False
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.length, generator=gen).tolist()
         start, self._skip = self._skip, 0
