@@ -118,7 +118,7 @@ class FaultTolerance(pl.Callback):
         """last.ckpt every N steps, mid-epoch too (ModelCheckpoint defers until a val score exists)."""
         n, step = self.every_n_train_steps, trainer.global_step
         if n and step > 0 and step % n == 0 and step != self._last_saved_step and not trainer.sanity_checking:
-            trainer.save_checkpoint(last_checkpoint_path(trainer))
+            trainer.save_checkpoint(last_checkpoint_path(trainer), weights_only=False)
             self._last_saved_step = step
 
     def state_dict(self) -> dict[str, Any]:
@@ -160,7 +160,7 @@ class FaultTolerance(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self.save_on_sigterm and isinstance(exception, SIGTERMException):
             path = last_checkpoint_path(trainer)
-            trainer.save_checkpoint(path)  # also flushes the loggers (on_save_checkpoint)
+            trainer.save_checkpoint(path, weights_only=False)  # full state; also flushes the loggers (on_save_checkpoint)
             self.sigterm_checkpoint = str(path)
             log.warning("SIGTERM: saved %s at step %d; rerun with resume=auto to continue", path, trainer.global_step)
 
