@@ -186,7 +186,7 @@ def test_missing_and_mismatched_pretrained_checkpoints_name_the_fault(pretrained
     for overrides, pattern in [
         ([f"task.pretrained={tmp_path / 'nope.ckpt'}"], "nope.ckpt does not exist"),
         ([f"task.pretrained={folder}", "model=mlp"], r"does not match model backbone: missing .*blocks\.0\.fc\.weight"),
-        ([f"task.pretrained={folder}", "model.hidden=64"], r"shape mismatch fc\.weight"),
+        ([f"task.pretrained={folder}", "model.hidden=64"], r"shape mismatch fc\.bias \(128,\) vs \(64,\), fc\.weight"),
     ]:
         cfg = compose_cfg(["task=finetune", "data.classes=[5,6,7,8,9]"] + overrides, output_dir=tmp_path)
         dm = build_datamodule(cfg)
