@@ -50,6 +50,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="only rebuild the table/plot from results.json")
     p.add_argument("--smoke", action="store_true", help="tiny runs (checks the script, not the science)")
     p.add_argument("--override", nargs="*", default=[], help="overrides added to every run, e.g. trainer=gpu")
+    p.add_argument("--collect", action="store_true", help="run nothing new: tabulate the runs already finished in --workdir")
     p.add_argument("--inprocess", action="store_true",
                    help="run the jobs one after another inside this process (no interpreter start per run; ignores --jobs)")
     return p
@@ -87,6 +88,11 @@ def run_jobs(jobs: Sequence[Job], work: Path, parallel: int, extra: Sequence[str
         return {name: m for name, m in map(lambda j: _in_process(j, work, extra), jobs) if m is not None}
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         return {name: m for name, m in pool.map(one, jobs) if m is not None}
+
+
+def collect(jobs: Sequence[Job], work: Path) -> dict[str, dict[str, Any]]:
+    """{name: metrics} of the jobs already finished in `work` (for a partial study)."""
+    return {j.name: json.loads((work / j.name / "metrics.json").read_text()) for j in jobs if (work / j.name / "metrics.json").is_file()}
 
 
 def _in_process(job: Job, work: Path, extra: Sequence[str]) -> tuple[str, dict[str, Any] | None]:

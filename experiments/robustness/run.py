@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_jobs, save_rows, workdir  # noqa: E402
+from studylib import collect, Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_jobs, save_rows, workdir  # noqa: E402
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 BUDGETS = [10, None]
@@ -100,6 +100,8 @@ def report(rows: list[dict], meta: dict) -> str:
     g = group(down, ["dataset", "labels_per_class", "method"])
     text = []
     budgets = [b for b in (10, "all") if any(r["labels_per_class"] == b for r in down)]
+    if not budgets:
+        return "no finished downstream runs"
     fig, axes = plt.subplots(len(budgets), len(DATASETS), figsize=(12, 4 * len(budgets)), squeeze=False)
     for col, ds in enumerate(DATASETS):
         names = shift_names(down, ds)
@@ -157,8 +159,11 @@ def main() -> None:
             job.overrides = [o.replace("PRETRAIN:", str(work) + "/") for o in job.overrides]
         with Timer() as t:
             warm_cache(args.jobs)
-            results = run_jobs(pre, work, 0 if args.inprocess else args.jobs, args.override)
-            results.update(run_jobs(down, work, 0 if args.inprocess else args.jobs, args.override))
+            if args.collect:
+                results = collect(pre + down, work)
+            else:
+                results = run_jobs(pre, work, 0 if args.inprocess else args.jobs, args.override)
+                results.update(run_jobs(down, work, 0 if args.inprocess else args.jobs, args.override))
         rows = rows_of(pre + down, results, ["test/acc", "test/ece", "test/nll", "test_shift/*"])
         add_mean_ece(rows)
         save_rows(rows, HERE, {"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(t.seconds, 1), "smoke": args.smoke,
