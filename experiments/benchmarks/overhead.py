@@ -14,6 +14,7 @@ transferlab's validation loops (work the plain loop does not do) are subtracted 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -79,9 +80,20 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--repeats", type=int, default=2, help="alternating plain/transferlab pairs; the median is reported")
     p.add_argument("--override", nargs="*", default=[], help="config overrides for the transferlab path (e.g. the old defaults)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     p.add_argument("--label", default="defaults", help="name of this configuration in the results")
+    p.add_argument("--tty", action="store_true", help="render the progress bar as in a terminal (TTY_COMPATIBLE=1), output to /dev/null")
     p.add_argument("--out", default=None)
     args = p.parse_args()
+    if args.tty:  # before rich is imported: its console then draws live, as a user's terminal shows it
+        import os
+
+        os.environ["TTY_COMPATIBLE"] = "1"
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (restored before the table is printed)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     load0 = load_average()
     rows, raw = [], []
     with tempfile.TemporaryDirectory(prefix="tl_overhead_") as tmp:
@@ -91,14 +103,18 @@ def main() -> None:
             for _ in range(args.repeats):
                 plain.append(plain_rate(size, steps, args.warmup, Path(tmp)))
                 tl.append(transferlab_rate(size, steps, args.warmup, args.override, Path(tmp)))
+                print(f"{size}: plain {plain[-1]['steps_per_s']:.2f} steps/s, transferlab {tl[-1]['steps_per_s']:.2f} steps/s "
+                      f"(load {load_average():.2f})", file=sys.stderr, flush=True)
             raw.append({"size": size, "plain": plain, "transferlab": tl})
             p_rate, t_rate = median([r["steps_per_s"] for r in plain]), median([r["steps_per_s"] for r in tl])
             rows.append({"config": args.label, "size": size, "steps": steps, "plain_steps_s": p_rate, "transferlab_steps_s": t_rate,
                          "ratio_plain_over_tl": p_rate / t_rate,
                          "tl_incl_val_steps_s": median([r["steps_per_s_incl_val"] for r in tl])})
+    if args.tty:
+        sys.stdout = sys.__stdout__
     table = print_table(rows)
     write_results(f"overhead_{args.label}", {"machine": machine(), "load_start": load0, "load_end": load_average(),
-                                             "override": args.override, "warmup": args.warmup, "rows": rows, "raw": raw,
+                                             "override": args.override, "tty": args.tty, "warmup": args.warmup, "rows": rows, "raw": raw,
                                              "table": table}, args.out)
 
 
