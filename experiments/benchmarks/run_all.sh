@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 B=experiments/benchmarks
 python $B/overhead.py
+python $B/short_run.py
 python $B/startup.py
 python $B/data_pipeline.py
 python $B/peft_memory.py
