@@ -90,6 +90,16 @@ def run_jobs(jobs: Sequence[Job], work: Path, parallel: int, extra: Sequence[str
         return {name: m for name, m in pool.map(one, jobs) if m is not None}
 
 
+def run_stages(pre: Sequence[Job], down: Sequence[Job], work: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Pretraining jobs, then the downstream jobs that read their checkpoints (or only collect finished runs)."""
+    if args.collect:
+        return collect(list(pre) + list(down), work)
+    parallel = 0 if args.inprocess else args.jobs
+    results = run_jobs(pre, work, parallel, args.override)
+    results.update(run_jobs(down, work, parallel, args.override))
+    return results
+
+
 def collect(jobs: Sequence[Job], work: Path) -> dict[str, dict[str, Any]]:
     """{name: metrics} of the jobs already finished in `work` (for a partial study)."""
     return {j.name: json.loads((work / j.name / "metrics.json").read_text()) for j in jobs if (work / j.name / "metrics.json").is_file()}

@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import collect, Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_jobs, save_rows, workdir  # noqa: E402
+from studylib import Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, save_rows, workdir  # noqa: E402
 
 BUDGETS = [1, 5, 10, 50, None]          # labels per class; None = every training label
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
@@ -98,11 +98,7 @@ def main() -> None:
         pre, down = plan(args.seeds, args.smoke)
         resolve(down, work)
         with Timer() as t:
-            if args.collect:
-                results = collect(pre + down, work)
-            else:
-                results = run_jobs(pre, work, 0 if args.inprocess else args.jobs, args.override)
-                results.update(run_jobs(down, work, 0 if args.inprocess else args.jobs, args.override))
+            results = run_stages(pre, down, work, args)
         rows = rows_of(pre + down, results, ["test/acc", "test/ece", "test/nll", "test_shift/mean_acc", "params/trainable_pct", "time/wall_s"])
         save_rows(rows, HERE, {"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(t.seconds, 1), "smoke": args.smoke,
                                "steps": 20 if args.smoke else STEPS, "command": " ".join(sys.argv), "override": args.override})

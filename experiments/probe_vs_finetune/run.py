@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import collect, ROOT, Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_jobs, save_rows, workdir  # noqa: E402
+from studylib import ROOT, Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, save_rows, workdir  # noqa: E402
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 STEPS = 400
@@ -96,11 +96,7 @@ def main() -> None:
         for job in down:
             job.overrides = [o.replace("PRETRAIN:", str(work) + "/") for o in job.overrides]
         with Timer() as t:
-            if args.collect:
-                results = collect(pre + down, work)
-            else:
-                results = run_jobs(pre, work, 0 if args.inprocess else args.jobs, args.override)
-                results.update(run_jobs(down, work, 0 if args.inprocess else args.jobs, args.override))
+            results = run_stages(pre, down, work, args)
         rows = rows_of(pre + down, results, ["test/acc", "test/ece", "params/trainable_pct", "time/wall_s", "val/linear_acc", "val/knn_acc"])
         save_rows(rows, HERE, {"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(t.seconds, 1), "smoke": args.smoke,
                                "model": args.model, "labels": labels or "all", "objectives": objectives(), "methods": adapt_methods(),

@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import collect, Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_jobs, save_rows, workdir  # noqa: E402
+from studylib import Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, save_rows, workdir  # noqa: E402
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 BUDGETS = [10, None]
@@ -159,11 +159,7 @@ def main() -> None:
             job.overrides = [o.replace("PRETRAIN:", str(work) + "/") for o in job.overrides]
         with Timer() as t:
             warm_cache(args.jobs)
-            if args.collect:
-                results = collect(pre + down, work)
-            else:
-                results = run_jobs(pre, work, 0 if args.inprocess else args.jobs, args.override)
-                results.update(run_jobs(down, work, 0 if args.inprocess else args.jobs, args.override))
+            results = run_stages(pre, down, work, args)
         rows = rows_of(pre + down, results, ["test/acc", "test/ece", "test/nll", "test_shift/*"])
         add_mean_ece(rows)
         save_rows(rows, HERE, {"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(t.seconds, 1), "smoke": args.smoke,
