@@ -33,9 +33,9 @@ def metrics(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
-    """A 2-job multirun from the command line, each job DDP on 2 processes (Lightning launches the second)."""
+    """A 3-job multirun (linear probe, full, LoRA) from the command line, each job DDP on 2 processes (Lightning launches the second)."""
     cwd = tmp_path_factory.mktemp("ddp")
-    cli(["-m", *DDP, "peft=linear_probe,full", f"hydra.sweep.dir={cwd / 'sweep'}"], cwd)
+    cli(["-m", *DDP, "peft=linear_probe,full,lora", f"hydra.sweep.dir={cwd / 'sweep'}"], cwd)
     return cwd
 
 
@@ -44,15 +44,16 @@ def test_ddp_inside_multirun_one_folder_per_job(sweep):
     """Each job's child re-runs that job only, in its folder; frozen params need no unused-parameter search."""
     assert sorted(p.name for p in sweep.iterdir()) == ["sweep"]  # no outputs/ from a child re-running the sweep
     jobs = sorted(p for p in (sweep / "sweep").iterdir() if p.is_dir())
-    assert [j.name for j in jobs] == ["0", "1"]
-    for job, peft in zip(jobs, ["linear_probe", "full"]):
+    assert [j.name for j in jobs] == ["0", "1", "2"]
+    for job, peft in zip(jobs, ["linear_probe", "full", "lora"]):
         m = metrics(job)
         assert m["peft"] == peft and m["steps"] == STEPS and m["test/samples"] == DIGITS_TEST
         # written once, by rank 0, into the job's folder; rank 1 ran this job there too (its own log file)
         assert (job / "checkpoints" / "last.ckpt").is_file() and (job / "checkpoints" / "best.ckpt").is_file()
         assert (job / "train_ddp_process_1.log").is_file()
         assert not [p for p in job.iterdir() if p.is_dir() and p.name not in ("checkpoints", "csv", ".hydra")]
-    assert metrics(jobs[0])["params/trainable"] < metrics(jobs[1])["params/trainable"]
+    assert metrics(jobs[0])["params/trainable"] < metrics(jobs[2])["params/trainable"] < metrics(jobs[1])["params/trainable"]
+    assert metrics(jobs[2])["params/adapter"] > 0  # LoRA under DDP: frozen base weights, no unused-parameter error
 
 
 @pytest.mark.slow
