@@ -87,3 +87,19 @@ def load_backbone(backbone: nn.Module, path: str | Path) -> Path:
 def _few(keys: list[str], n: int = 4) -> str:
     more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
+
+
+def stored_config(ckpt: dict[str, Any], ckpt_file: Path, needs: tuple[str, ...] = ("model",)) -> dict[str, Any]:
+    """The run config a transferlab checkpoint carries (plain containers), with the sections `needs`."""
+    stored = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not stored or any(key not in stored for key in needs):
+        raise CheckpointError(f"{ckpt_file} carries no transferlab run config (hyper_parameters.config): "
+                              "was it written by transferlab.train?")
+    return stored
+
+
+def restore_datamodule_state(datamodule: Any, ckpt: dict[str, Any]) -> None:
+    """Give a datamodule the state its class saved in the checkpoint (the training run's normalization)."""
+    saved = ckpt.get(type(datamodule).__qualname__)
+    if isinstance(saved, dict) and hasattr(datamodule, "load_state_dict"):
+        datamodule.load_state_dict(saved)

@@ -19,24 +19,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from transferlab.build import build_backbone, build_datamodule, build_loggers, build_task, build_trainer
-    from transferlab.checkpoint import load_checkpoint, resolve_checkpoint
+    from transferlab.checkpoint import load_checkpoint, resolve_checkpoint, restore_datamodule_state, stored_config
     from transferlab.errors import CheckpointError
     from transferlab.summary import write_summary
 
     out = Path(str(cfg.paths.output_dir))
     ckpt_file = resolve_checkpoint(cfg.ckpt_path)
     ckpt = load_checkpoint(ckpt_file)
-    stored = (ckpt.get("hyper_parameters") or {}).get("config")
-    if not stored or "model" not in stored or "task" not in stored:
-        raise CheckpointError(f"{ckpt_file} carries no transferlab run config (hyper_parameters.config): "
-                              "was it written by transferlab.train?")
+    stored = stored_config(ckpt, ckpt_file, needs=("model", "task"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model_cfg = OmegaConf.create({**{k: stored[k] for k in ("model", "task", "peft", "optimizer", "scheduler") if k in stored},
                                   "allowed_targets": list(cfg.allowed_targets), "data": cfg.data})
     datamodule = build_datamodule(cfg)
-    saved = ckpt.get(type(datamodule).__qualname__)
-    if isinstance(saved, dict) and hasattr(datamodule, "load_state_dict"):
-        datamodule.load_state_dict(saved)  # the training run's normalization statistics
+    restore_datamodule_state(datamodule, ckpt)  # the training run's normalization statistics
     datamodule.setup("test")
     spec = datamodule.spec
     task = build_task(model_cfg, build_backbone(model_cfg, spec), spec, config=stored, pretrained=None)

@@ -17,9 +17,8 @@ from transferlab.cli import CONFIG_DIR, report_user_errors
 def load_language_model(ckpt_path: str, allowed_targets: list[str]):
     """(task, tokenizer) of a causal_lm checkpoint."""
     from transferlab.build import build_backbone, build_datamodule, build_task
-    from transferlab.checkpoint import load_checkpoint, resolve_checkpoint
+    from transferlab.checkpoint import load_checkpoint, resolve_checkpoint, stored_config
     from transferlab.errors import CheckpointError
-    from transferlab.knn import stored_config
 
     ckpt_file = resolve_checkpoint(ckpt_path)
     ckpt = load_checkpoint(ckpt_file)

@@ -15,17 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from transferlab.cli import CONFIG_DIR, report_user_errors
 
 
-def stored_config(ckpt: dict[str, Any], ckpt_file: Path) -> dict[str, Any]:
-    """The run config a transferlab checkpoint carries (plain containers)."""
-    from transferlab.errors import CheckpointError
-
-    stored = (ckpt.get("hyper_parameters") or {}).get("config")
-    if not stored or "model" not in stored:
-        raise CheckpointError(f"{ckpt_file} carries no transferlab run config (hyper_parameters.config): "
-                              "was it written by transferlab.train?")
-    return stored
-
-
 def features(backbone, loader, device, limit: int | None = None):
     """Pooled features and labels of a loader's batches (eval mode, no gradients)."""
     import torch
@@ -50,7 +39,8 @@ def knn_eval(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from transferlab.build import build_backbone, build_datamodule
-    from transferlab.checkpoint import load_backbone, load_checkpoint, resolve_checkpoint
+    from transferlab.checkpoint import (load_backbone, load_checkpoint, resolve_checkpoint, restore_datamodule_state,
+                                        stored_config)
     from transferlab.errors import ConfigError
     from transferlab.summary import write_summary
     from transferlab.tasks.probes import knn_predict
@@ -65,9 +55,7 @@ def knn_eval(cfg: DictConfig) -> dict[str, Any]:
     stored = stored_config(ckpt, ckpt_file)
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule = build_datamodule(cfg)
-    saved = ckpt.get(type(datamodule).__qualname__)
-    if isinstance(saved, dict) and hasattr(datamodule, "load_state_dict"):
-        datamodule.load_state_dict(saved)  # the training run's normalization statistics
+    restore_datamodule_state(datamodule, ckpt)
     datamodule.setup("fit")
     spec = datamodule.spec
     model_cfg = OmegaConf.create({"model": stored["model"], "allowed_targets": list(cfg.allowed_targets)})
