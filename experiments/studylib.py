@@ -91,7 +91,12 @@ def run_jobs(jobs: Sequence[Job], work: Path, parallel: int, extra: Sequence[str
 
 
 def run_stages(pre: Sequence[Job], down: Sequence[Job], work: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Pretraining jobs, then the downstream jobs that read their checkpoints (or only collect finished runs)."""
+    """Pretraining jobs, then the downstream jobs that read their checkpoints (or only collect finished runs).
+
+    A downstream override `...=PRETRAIN:<run>` names that pretraining run's folder under `work`.
+    """
+    for job in down:
+        job.overrides = [o.replace("PRETRAIN:", f"{work}/") for o in job.overrides]
     if args.collect:
         return collect(list(pre) + list(down), work)
     parallel = 0 if args.inprocess else args.jobs
@@ -156,6 +161,21 @@ def save_rows(rows: list[dict[str, Any]], here: Path, meta: dict[str, Any]) -> N
         w = csv.DictWriter(f, fieldnames=header)
         w.writeheader()
         w.writerows(rows)
+
+
+def save_study(here: Path, rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float, steps: int,
+               **extra: Any) -> None:
+    """save_rows with the metadata every study records: seeds, jobs, wall time, command."""
+    save_rows(rows, here, {"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(seconds, 1), "smoke": args.smoke, **extra,
+                           "steps": 20 if args.smoke else steps, "command": " ".join(sys.argv), "override": args.override})
+
+
+def write_table(here: Path, report) -> None:
+    """Render the saved rows with the study's `report(rows, meta)` into table.md and print it."""
+    rows, meta = load_rows(here)
+    table = report(rows, meta)
+    (here / "table.md").write_text(table + f"\n\nWall time: {meta['wall_s']} s with --jobs {meta['jobs']}. {meta.get('note', '')}\n")
+    print(table)
 
 
 def load_rows(here: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, save_rows, workdir  # noqa: E402
+from studylib import Job, Timer, downstream_trainer, fmt, group, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, write_table, save_study, workdir  # noqa: E402
 
 BUDGETS = [1, 5, 10, 50, None]          # labels per class; None = every training label
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
@@ -50,10 +50,6 @@ def plan(seeds: list[int], smoke: bool) -> tuple[list[Job], list[Job]]:
                                     {"dataset": ds, "seed": seed, "method": method, "labels_per_class": k or "all"}))
     return pre, down
 
-
-def resolve(jobs: list[Job], work: Path) -> None:
-    for job in jobs:
-        job.overrides = [o.replace("PRETRAIN:", str(work) + "/") for o in job.overrides]
 
 
 def report(rows: list[dict], meta: dict) -> str:
@@ -96,16 +92,11 @@ def main() -> None:
     work = workdir(args, "label_efficiency")
     if not args.report_only:
         pre, down = plan(args.seeds, args.smoke)
-        resolve(down, work)
         with Timer() as t:
             results = run_stages(pre, down, work, args)
         rows = rows_of(pre + down, results, ["test/acc", "test/ece", "test/nll", "test_shift/mean_acc", "params/trainable_pct", "time/wall_s"])
-        save_rows(rows, HERE, {"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(t.seconds, 1), "smoke": args.smoke,
-                               "steps": 20 if args.smoke else STEPS, "command": " ".join(sys.argv), "override": args.override})
-    rows, meta = load_rows(HERE)
-    table = report(rows, meta)
-    (HERE / "table.md").write_text(table + f"\n\nWall time: {meta['wall_s']} s with --jobs {meta['jobs']}. {meta.get('note', '')}\n")
-    print(table)
+        save_study(HERE, rows, args, t.seconds, STEPS)
+    write_table(HERE, report)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ROOT, Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, save_rows, workdir  # noqa: E402
+from studylib import ROOT, Job, Timer, downstream_trainer, fmt, group, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, write_table, save_study, workdir  # noqa: E402
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 STEPS = 400
@@ -83,19 +83,12 @@ def main() -> None:
     work = workdir(args, "peft_frontier")
     if not args.report_only:
         pre, down = plan(args.seeds, args.model, labels, args.pretrain_epochs, args.smoke)
-        for job in down:
-            job.overrides = [o.replace("PRETRAIN:", str(work) + "/") for o in job.overrides]
         with Timer() as t:
             results = run_stages(pre, down, work, args)
         rows = rows_of(pre + down, results, ["test/acc", "test/ece", "test_shift/mean_acc", "params/trainable", "params/trainable_pct",
                                              "params/adapter", "time/wall_s"])
-        save_rows(rows, HERE, {"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(t.seconds, 1), "smoke": args.smoke,
-                               "model": args.model, "labels": labels or "all", "methods": methods(),
-                               "steps": 20 if args.smoke else STEPS, "command": " ".join(sys.argv), "override": args.override})
-    rows, meta = load_rows(HERE)
-    table = report(rows, meta)
-    (HERE / "table.md").write_text(table + f"\n\nWall time: {meta['wall_s']} s with --jobs {meta['jobs']}. {meta.get('note', '')}\n")
-    print(table)
+        save_study(HERE, rows, args, t.seconds, STEPS, model=args.model, labels=labels or "all", methods=methods())
+    write_table(HERE, report)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import Job, Timer, downstream_trainer, fmt, group, load_rows, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, save_rows, workdir  # noqa: E402
+from studylib import Job, Timer, downstream_trainer, fmt, group, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, write_table, save_study, workdir  # noqa: E402
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 BUDGETS = [10, None]
@@ -155,19 +155,13 @@ def main() -> None:
     work = workdir(args, "robustness")
     if not args.report_only:
         pre, down = plan(args.seeds, args.smoke)
-        for job in down:
-            job.overrides = [o.replace("PRETRAIN:", str(work) + "/") for o in job.overrides]
         with Timer() as t:
             warm_cache(args.jobs)
             results = run_stages(pre, down, work, args)
         rows = rows_of(pre + down, results, ["test/acc", "test/ece", "test/nll", "test_shift/*"])
         add_mean_ece(rows)
-        save_rows(rows, HERE, {"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(t.seconds, 1), "smoke": args.smoke,
-                               "steps": 20 if args.smoke else STEPS, "command": " ".join(sys.argv), "override": args.override})
-    rows, meta = load_rows(HERE)
-    table = report(rows, meta)
-    (HERE / "table.md").write_text(table + f"\n\nWall time: {meta['wall_s']} s with --jobs {meta['jobs']}. {meta.get('note', '')}\n")
-    print(table)
+        save_study(HERE, rows, args, t.seconds, STEPS)
+    write_table(HERE, report)
 
 
 if __name__ == "__main__":
