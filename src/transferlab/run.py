@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from transferlab.config.validate import validate
 from transferlab.errors import UserError
@@ -137,7 +137,3 @@ def _relative(path: str | None, out: Path) -> str | None:
         return str(Path(path).resolve().relative_to(out.resolve()))
     except ValueError:
         return str(path)
-
-
-def resolved(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)
