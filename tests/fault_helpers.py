@@ -33,13 +33,17 @@ class Pace(pl.Callback):
 
 
 class PoisonWeights(pl.Callback):
-    """Sets the model's first weight to NaN at `at_step`: the next loss is NaN (a divergence, on demand)."""
+    """Sets the model's first weight to NaN at `at_step`: the next loss is NaN (a divergence, on demand).
 
-    def __init__(self, at_step: int):
+    `rank`: poison only that process of a DDP run (one rank diverges, the others wait in a collective).
+    """
+
+    def __init__(self, at_step: int, rank: int | None = None):
         self.at_step = at_step
+        self.rank = rank
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.at_step:
+        if trainer.global_step == self.at_step and self.rank in (None, trainer.global_rank):
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
 

@@ -69,6 +69,43 @@ def test_ddp_matches_one_process_with_the_same_global_batch(sweep, tmp_path):
     assert ddp["test/samples"] == single["test/samples"] == DIGITS_TEST
 
 
+@pytest.mark.slow
+def test_a_failed_ddp_job_does_not_end_the_sweep(tmp_path):
+    """Rank 1 diverges in job 0, rank 0 in job 1: both recorded as failed, job 2 runs, no rank left behind.
+
+    (Lightning's own child watcher SIGKILLs the whole process when any child exits non-zero, even
+    a job later; a failure in rank 0 left its child waiting in a collective.)
+    """
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "transferlab.train", "-m", *DDP, "trainer.max_epochs=1",
+                           "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
+                           "+callbacks.poison._target_=fault_helpers.PoisonWeights", "+callbacks.poison.at_step=3",
+                           "+callbacks.poison.rank=1,0,-1", f"hydra.sweep.dir={sweep}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "error: 2 of 3 sweep jobs failed" in proc.stderr
+    first, second = (json.loads((sweep / job / "error.json").read_text()) for job in ("0", "1"))
+    assert first["reason"] == "rank_failed" and "\n" not in first["error"]
+    assert first["error"].startswith("RankFailed: DDP rank 1 of 2 exited with code 2: training diverged")
+    assert "non-finite training loss (nan) at step 3" in first["error"] and "train_ddp_process_1.log" in first["error"]
+    assert second["reason"] == "diverged" and "at step 3" in second["error"]
+    last = metrics(sweep / "2")
+    assert last["steps"] == 21 and last["test/samples"] == DIGITS_TEST
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in summary[1:]] == ["failed", "failed", "ok"]
+    leftovers = [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).count(str(sweep))]
+    assert not leftovers, [_cmdline(p) for p in leftovers]
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

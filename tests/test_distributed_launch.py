@@ -1,6 +1,7 @@
 """The launch helpers of transferlab.distributed, in-process and without starting any process."""
 
 import inspect
+import sys
 
 import pytest
 from conftest import compose_cfg
@@ -79,3 +80,32 @@ def test_compile_keeps_checkpoint_keys():
     compiled = distributed.compile_backbone(MLP(input_shape=[40], hidden=16, depth=2), True)
     assert list(compiled.state_dict()) == keys
     assert OmegaConf.select(compose_cfg([]), "compile") is False
+
+
+def test_rank_watcher_names_the_failed_rank_and_stops_the_others(tmp_path, monkeypatch):
+    """A child rank exiting non-zero is named with its last logged error; the other children are stopped."""
+    import subprocess
+    import time
+
+    from transferlab import rank_watch
+
+    monkeypatch.setattr(rank_watch, "GRACE_S", 120.0)  # rank 0 (this test) stops the watch long before
+    (tmp_path / "train_ddp_process_2.log").write_text(
+        "[2026-11-28 10:00:00,000][transferlab][INFO] - fitting\n"
+        "[2026-11-28 10:00:01,000][transferlab][ERROR] - data.path='x.csv' is invalid: no such file\n")
+    healthy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    watcher = rank_watch.RankWatcher([healthy, failing], str(tmp_path))
+    rank_watch._watcher = watcher
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while watcher.failure is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert watcher.failure == (f"DDP rank 2 of 3 exited with code 3: data.path='x.csv' is invalid: no such file "
+                                   f"(log: {tmp_path / 'train_ddp_process_2.log'})")
+        healthy.wait(timeout=15)
+        assert healthy.returncode == -9  # the waiting rank was stopped, not left in a collective
+    finally:
+        assert rank_watch.stop_ranks() == watcher.failure
+    assert rank_watch._watcher is None and not watcher.is_alive()

@@ -21,9 +21,21 @@ def report_user_errors(fn):
         except UserError as e:
             logging.getLogger("transferlab").debug("user error", exc_info=True)
             print(f"error: {e}", file=sys.stderr, flush=True)
+            log_to_files(str(e))
             raise SystemExit(getattr(e, "exit_code", 2)) from None
 
     return wrapper
+
+
+def log_to_files(message: str) -> None:
+    """Record a run's final error in its log file (train.log) too, without repeating it on the console.
+
+    A DDP child rank's console is the parent's; its log file is where rank 0 reads why it ended.
+    """
+    record = logging.LogRecord("transferlab", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def hydra_error_line(ex: BaseException) -> str | None:

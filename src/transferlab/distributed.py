@@ -167,7 +167,10 @@ def _end_previous_launch() -> None:
     """A new job in this process (multirun): close the last job's process group and forget its port."""
     import torch.distributed as dist
 
+    from transferlab.rank_watch import stop_ranks
+
     global _launched_for
+    stop_ranks()  # children a failed job left behind (waiting in a collective) end with their job
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     for key, value in _snapshot().items():

@@ -65,6 +65,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from transferlab.build import build_backbone, build_callbacks, build_datamodule, build_loggers, build_task, build_trainer
     from transferlab.distributed import compile_backbone, prepare_launch
     from transferlab.monitoring import StepStats
+    from transferlab.rank_watch import failed_ranks_named, watch_ranks
 
     out.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
@@ -82,38 +83,40 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
         task.set_test_sets(datamodule.test_set_names)
     callbacks, loggers = build_callbacks(cfg), build_loggers(cfg)
     prepare_launch(cfg)
-    trainer = build_trainer(cfg, out, callbacks, loggers)
-    ckpt_path = resume_checkpoint(cfg, out)
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-        keep_logs_for_resume(trainer)
-    fit_start = time.perf_counter()
-    try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except FloatingPointError as e:
-        raise TrainingDiverged(f"training diverged in {out}: {e}; last good checkpoint kept in {out / 'checkpoints'}") from None
-    except SIGTERMException:
-        raise Preempted(f"SIGTERM at step {trainer.global_step}: checkpoint saved in {out / 'checkpoints'}; "
-                        "rerun with resume=auto to continue") from None
-    fit_s = time.perf_counter() - fit_start
-    val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    test_ckpt = cfg.get("test_ckpt", "last")
-    results = trainer.test(task, datamodule=datamodule, ckpt_path="best" if test_ckpt == "best" else None, verbose=False)
-    tested: dict[str, float] = {}
-    for r in results:
-        tested.update({k: float(v) for k, v in r.items()})
-    summary: dict[str, Any] = {**tested, **val, **task.param_counts()}
-    for cb in callbacks:
-        if isinstance(cb, StepStats):
-            summary.update(cb.summary())
-    summary.update({
-        "task": cfg.task.name, "kind": getattr(task, "kind", "pretrain"), "peft": cfg.peft.name if getattr(task, "kind", "") == "finetune" else None,
-        "data": cfg.data.name, "model": cfg.model.name, "seed": int(cfg.seed),
-        "pretrained": str(getattr(task, "pretrained", None) or "") or None,
-        "checkpoint": _relative(_checkpoint_file(trainer, "last"), out), "best_checkpoint": _relative(_checkpoint_file(trainer, "best"), out),
-        "tested": test_ckpt, "epochs": trainer.current_epoch, "steps": trainer.global_step,
-        "time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start,
-    })
+    with failed_ranks_named():
+        trainer = build_trainer(cfg, out, callbacks, loggers)
+        watch_ranks(trainer)
+        ckpt_path = resume_checkpoint(cfg, out)
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+            keep_logs_for_resume(trainer)
+        fit_start = time.perf_counter()
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except FloatingPointError as e:
+            raise TrainingDiverged(f"training diverged in {out}: {e}; last good checkpoint kept in {out / 'checkpoints'}") from None
+        except SIGTERMException:
+            raise Preempted(f"SIGTERM at step {trainer.global_step}: checkpoint saved in {out / 'checkpoints'}; "
+                            "rerun with resume=auto to continue") from None
+        fit_s = time.perf_counter() - fit_start
+        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        test_ckpt = cfg.get("test_ckpt", "last")
+        results = trainer.test(task, datamodule=datamodule, ckpt_path="best" if test_ckpt == "best" else None, verbose=False)
+        tested: dict[str, float] = {}
+        for r in results:
+            tested.update({k: float(v) for k, v in r.items()})
+        summary: dict[str, Any] = {**tested, **val, **task.param_counts()}
+        for cb in callbacks:
+            if isinstance(cb, StepStats):
+                summary.update(cb.summary())
+        summary.update({
+            "task": cfg.task.name, "kind": getattr(task, "kind", "pretrain"), "peft": cfg.peft.name if getattr(task, "kind", "") == "finetune" else None,
+            "data": cfg.data.name, "model": cfg.model.name, "seed": int(cfg.seed),
+            "pretrained": str(getattr(task, "pretrained", None) or "") or None,
+            "checkpoint": _relative(_checkpoint_file(trainer, "last"), out), "best_checkpoint": _relative(_checkpoint_file(trainer, "best"), out),
+            "tested": test_ckpt, "epochs": trainer.current_epoch, "steps": trainer.global_step,
+            "time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start,
+        })
     if trainer.is_global_zero:
         write_summary(out, summary)
         for lg in loggers:

@@ -62,6 +62,8 @@ def failure_reason(exc: BaseException) -> str:
         return "diverged"
     if type(exc).__name__ == "Preempted":
         return "preempted"
+    if type(exc).__name__ == "RankFailed":
+        return "rank_failed"
     if isinstance(exc, UserError):
         return "user_error"
     return "exception"
