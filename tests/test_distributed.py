@@ -142,3 +142,22 @@ def test_bf16_mixed_one_tiny_step(tmp_path):
     assert summary["steps"] == 1 and summary["test/samples"] == 64
     assert 0.0 < summary["test/loss"] < 10.0
     assert (tmp_path / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_contrastive_under_ddp_takes_negatives_from_every_rank(tmp_path):
+    """SimCLR under DDP: 2 x 32 examples gathered give each view 126 negatives (loss ~ log 127), not 62 (~ log 63)."""
+    import csv
+
+    sweep = tmp_path / "sweep"
+    cli(["-m", "task=contrastive", "model=mlp", "model.hidden=64", "trainer=ddp_cpu", "data.batch_size=32",
+         "trainer.enable_progress_bar=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.log_every_n_steps=1",
+         "callbacks.step_stats=null", "task.gather_negatives=true,false", f"hydra.sweep.dir={sweep}"], tmp_path)
+    first = []
+    for job in ("0", "1"):
+        rows = list(csv.DictReader((sweep / job / "csv" / "metrics.csv").open()))
+        first.append(float(next(r["train/loss_step"] for r in rows if r["step"] == "0" and r["train/loss_step"])))
+        assert metrics(sweep / job)["steps"] == 2
+    gathered, local = first  # the same weights and views at step 0: only the number of negatives differs
+    assert gathered - local > 0.4, first

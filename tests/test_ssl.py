@@ -94,6 +94,26 @@ def test_objective_loss_falls_on_a_fixed_batch(case):
     assert last < (0.85 if case.startswith("contrastive") else 0.7) * first, (case, first, last)
 
 
+def test_nt_xent_over_gathered_ranks_equals_the_global_batch():
+    """DDP with gather_negatives: the mean of the ranks' losses (DDP averages their gradients) is the global batch's."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(8, 4, requires_grad=True), torch.randn(8, 4, requires_grad=True)
+    whole = nt_xent(z1, z2, 0.5)
+    shards = [(z1[:4], z2[:4]), (z1[4:], z2[4:])]
+
+    def gather(_):  # every rank's normalized projections, as all_gather(sync_grads=True) returns them
+        return torch.stack([F.normalize(torch.cat(s), dim=1) for s in shards])
+
+    ranks = sum(nt_xent(a, b, 0.5, gather, rank) for rank, (a, b) in enumerate(shards)) / 2
+    assert float(ranks) == pytest.approx(float(whole), rel=1e-6)
+    for g_ranks, g_whole in zip(torch.autograd.grad(ranks, [z1, z2]), torch.autograd.grad(whole, [z1, z2])):
+        assert torch.allclose(g_ranks, g_whole, atol=1e-6)
+    local = sum(nt_xent(a, b, 0.5) for a, b in shards) / 2  # each rank's own 2B - 2 negatives only
+    assert float(local) < float(whole) - 0.1
+
+
 def test_nt_xent_is_low_for_matching_views_and_high_for_random_ones():
     z = torch.eye(16)  # twins identical, all negatives orthogonal: loss = log(1 + 30 e^-10)
     assert float(nt_xent(z, z, 0.1)) == pytest.approx(float(torch.log1p(torch.tensor(30.0) * torch.exp(torch.tensor(-10.0)))), rel=1e-4)

@@ -1,6 +1,6 @@
 """SimCLR (Chen et al. 2020): two augmented views, a projection head, the NT-Xent loss."""
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -10,13 +10,23 @@ from transferlab.tasks.augment import build_augment
 from transferlab.tasks.ssl import SSLTask
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE over 2B projections: each view's positive is its twin, the other 2B - 2 are negatives."""
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
+            gather: Callable[[torch.Tensor], torch.Tensor] | None = None, rank: int = 0) -> torch.Tensor:
+    """InfoNCE over 2B projections: each view's positive is its twin, the other 2B - 2 are negatives.
+
+    `gather` (DDP): returns every rank's (2B, d) normalized projections stacked as (world, 2B, d), with
+    gradients; this rank's rows are then scored against all 2B x world keys, as SimCLR does with a
+    global batch, and the mean over ranks equals the single-process loss of the global batch.
+    """
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     n = z1.shape[0]
-    sim = (z @ z.T) / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    keys, offset = z, 0
+    if gather is not None:
+        keys, offset = gather(z).flatten(0, 1), rank * 2 * n
+    sim = (z @ keys.T) / temperature
+    rows = torch.arange(2 * n, device=z.device)
+    sim = sim.masked_fill(F.one_hot(offset + rows, keys.shape[0]).bool(), float("-inf"))
+    targets = offset + torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(sim, targets)
 
 
@@ -26,11 +36,14 @@ class ContrastiveTask(SSLTask):
     `projection.batch_norm` (SimCLR's head has it) centres features across the batch: without it a
     freshly initialised transformer, whose [CLS] output barely depends on the input, collapses.
     The projection head stays behind: only `backbone.*` is handed to fine-tuning, as in SimCLR.
+    `gather_negatives`: under DDP, training steps take negatives from every rank's batch (the
+    global batch, as in SimCLR); evaluation always uses the local batch (uneven test shards).
     """
 
     def __init__(self, *args: Any, temperature: float = 0.2, projection: dict[str, Any] | None = None,
-                 augment: dict[str, Any] | None = None, **kwargs: Any):
+                 augment: dict[str, Any] | None = None, gather_negatives: bool = True, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.gather_negatives = bool(gather_negatives)
         if not temperature > 0:
             from transferlab.errors import ConfigError
 
@@ -47,4 +60,8 @@ class ContrastiveTask(SSLTask):
         h = self.backbone(torch.cat([v1, v2]))
         h1, h2 = h.chunk(2)
         z1, z2 = self.projector(h1), self.projector(h2)
-        return nt_xent(z1, z2, self.temperature), x.shape[0], h1
+        if self.training and self.gather_negatives and self.trainer.world_size > 1:
+            loss = nt_xent(z1, z2, self.temperature, lambda z: self.all_gather(z, sync_grads=True), self.global_rank)
+        else:
+            loss = nt_xent(z1, z2, self.temperature)
+        return loss, x.shape[0], h1
