@@ -22,7 +22,8 @@ class Pace(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         rng = zlib.crc32(torch.get_rng_state().numpy().tobytes())
-        with open(str(self.progress_file) + ".trace", "a") as f:
+        suffix = ".trace" if trainer.global_rank == 0 else f".rank{trainer.global_rank}.trace"  # DDP: one per rank
+        with open(str(self.progress_file) + suffix, "a") as f:
             f.write(f"{trainer.global_step} {rng} {float(batch[0].double().sum()):.6f}\n")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

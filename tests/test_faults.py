@@ -141,6 +141,37 @@ def test_secrets_redacted_from_saved_config_and_checkpoint(tmp_path, monkeypatch
     assert not written
 
 
+@pytest.mark.slow
+def test_ddp_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    """DDP on 2 processes: every rank resumes at its own position in its shard with its own RNG state."""
+    ddp = ["trainer=ddp_cpu", "data.batch_size=32"]
+    kill_at = random.Random().randint(EVERY + 1, STEPS_PER_EPOCH - 1)
+    run, reference = tmp_path / "interrupted", tmp_path / "reference"
+    proc = _start(run, *ddp)
+    _wait_for_step(proc, run, kill_at)
+    os.killpg(proc.pid, signal.SIGKILL)  # rank 0 and the rank it started
+    proc.wait()
+    saved = _ckpt(run)["global_step"]
+    assert 0 < saved <= kill_at and saved % EVERY == 0
+    for folder, extra in ((run, ["resume=auto"]), (reference, [])):
+        folder.mkdir(exist_ok=True)
+        proc = _start(folder, *ddp, *extra)
+        assert proc.wait(timeout=300) == 0, (folder.parent / f"{folder.name}.log").read_text()[-3000:]
+    from transferlab.summary import read_summary
+
+    resumed, expected = read_summary(run), read_summary(reference)
+    for key in ("test/acc", "test/loss", "val/acc", "val/loss", "steps", "test/samples"):
+        assert resumed[key] == expected[key], (key, resumed[key], expected[key], kill_at)
+
+    def trace(path):
+        return {int(line.split()[0]): line for line in path.read_text().splitlines()}
+
+    for name in ("progress.trace", "progress.rank1.trace"):  # each rank's batches and RNG state, step by step
+        assert trace(run / name) == trace(reference / name), name
+    ranks = [trace(reference / name) for name in ("progress.trace", "progress.rank1.trace")]
+    assert all(ranks[0][step].split()[2] != ranks[1][step].split()[2] for step in ranks[0])  # disjoint shards
+
+
 def test_nan_loss_stops_with_last_good_checkpoint(tmp_path):
     from transferlab.errors import UserError
     from transferlab.run import TrainingDiverged, train
@@ -228,6 +259,27 @@ def test_resumable_sampler_skips_consumed_samples():
     assert list(resumed) == list(sampler(epoch=3))
     untold = EpochShuffleSampler(10, seed=5)  # wrapped (DDP): nobody calls set_epoch, each pass is a new epoch
     assert [list(untold) for _ in range(3)] == [list(sampler(epoch=e)) for e in range(3)]
+
+
+def test_resumable_sampler_shards_ranks_and_resumes_each_shard():
+    """Under DDP the ranks' shards cover the epoch's permutation (padded to equal length) and resume mid-shard."""
+    from torch.utils.data import DistributedSampler
+
+    from transferlab.data.resumable import EpochShuffleSampler
+
+    whole = list(EpochShuffleSampler(11, seed=3))
+    shards = [EpochShuffleSampler(11, seed=3, rank=r, world=3) for r in range(3)]
+    assert all(isinstance(s, DistributedSampler) for s in shards)  # Lightning keeps it instead of wrapping it
+    assert [len(s) for s in shards] == [4, 4, 4]
+    drawn = [list(s) for s in shards]
+    assert sorted(sum(drawn, [])) == sorted(whole + whole[:1])  # every sample once, one padded repeat
+    assert drawn[1] == (whole + whole[:1])[1::3]
+    shards[2].set_epoch(0)  # the same epoch again (Lightning calls set_epoch before each)
+    it = iter(shards[2])
+    first = [next(it), next(it)]
+    resumed = EpochShuffleSampler(11, seed=0, rank=2, world=3)
+    resumed.load_state_dict(shards[2].state_dict())
+    assert first + list(resumed) == drawn[2]
 
 
 def test_run_id_persists(tmp_path):

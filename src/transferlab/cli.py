@@ -23,6 +23,9 @@ def report_user_errors(fn):
             print(f"error: {e}", file=sys.stderr, flush=True)
             log_to_files(str(e))
             raise SystemExit(getattr(e, "exit_code", 2)) from None
+        except Exception as e:
+            log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+            raise
 
     return wrapper
 

@@ -122,10 +122,23 @@ class FaultTolerance(pl.Callback):
             self._last_saved_step = step
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_state()} if self.restore_rng else {}
+        """The RNG states, every rank's under DDP (all ranks save together; rank 0 writes the file)."""
+        if not self.restore_rng:
+            return {}
+        state = rng_state()
+        if not _distributed():
+            return {"rng": state}
+        states: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(states, state)
+        return {"rng": state, "rng_per_rank": states}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.restore_rng and state_dict.get("rng"):
+        if not (self.restore_rng and state_dict.get("rng")):
+            return
+        per_rank = state_dict.get("rng_per_rank") or []
+        if _distributed() and len(per_rank) == torch.distributed.get_world_size():
+            set_rng_state(per_rank[torch.distributed.get_rank()])
+        else:  # same world or a different one: rank 0's noise
             set_rng_state(state_dict["rng"])
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -136,7 +149,7 @@ class FaultTolerance(pl.Callback):
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         for lg in trainer.loggers:
             rows = getattr(self, "_csv_rows", {}).pop(id(lg), None)
-            if rows:
+            if rows and trainer.is_global_zero:  # the CSV log is rank 0's
                 _restore_csv_log(lg, rows, int(checkpoint.get("global_step", 0)))
         self._loader_states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader", [])
 
@@ -163,6 +176,10 @@ class FaultTolerance(pl.Callback):
             trainer.save_checkpoint(path, weights_only=False)  # full state; also flushes the loggers (on_save_checkpoint)
             self.sigterm_checkpoint = str(path)
             log.warning("SIGTERM: saved %s at step %d; rerun with resume=auto to continue", path, trainer.global_step)
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 def keep_logs_for_resume(trainer: pl.Trainer) -> None:

@@ -82,7 +82,8 @@ class RankWatcher(threading.Thread):
             codes = [p.poll() for p in self.procs]
             failed = [(rank, code) for rank, code in enumerate(codes, start=1) if code]
             if failed:
-                return describe_failure(*failed[0], len(self.procs) + 1, self.log_dir)
+                rank, code = failed[0]
+                return describe_failure(rank, len(self.procs) + 1, code, self.log_dir)
             if None not in codes or time.monotonic() > deadline:
                 return None
             time.sleep(0.1)

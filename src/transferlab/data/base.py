@@ -126,8 +126,10 @@ class ArrayDataModule(pl.LightningDataModule):
     # -- loaders ------------------------------------------------------------------------------
     def _loader(self, dataset: TensorDataset, shuffle: bool, batch_size: int) -> DataLoader:
         kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
-        if shuffle:  # order from (seed, epoch), resumable mid-epoch (data/resumable.py)
-            return shuffled_loader(dataset, batch_size, **kwargs)
+        if shuffle:  # order from (seed, epoch), resumable mid-epoch, this rank's shard (data/resumable.py)
+            trainer = self.trainer
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            return shuffled_loader(dataset, batch_size, rank=rank, world=world, **kwargs)
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
