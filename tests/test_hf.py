@@ -78,6 +78,17 @@ def test_tiny_hf_model_lora_finetune_one_step(text_csv, tmp_path, arch, targets,
         assert torch.equal(trained[key], tensor), name
 
 
+def test_explicit_targets_include_gpt2_conv1d_layers(text_csv, tmp_path):
+    """peft.target_modules may name GPT-2's transformers Conv1D layers, as peft itself allows."""
+    cfg = compose_cfg(["task=finetune", "peft=lora", *TINY, "model.model_type=gpt2", "peft.target_modules=[c_attn,c_fc]",
+                       *data(text_csv), *FAST, "trainer.max_epochs=1", "trainer.limit_train_batches=1"], tmp_path)
+    summary = run_stage(cfg, tmp_path)
+    assert summary["params/adapter"] == 2 * (4 * (32 + 96) + 4 * (32 + 64))  # 2 blocks: c_attn 32->96, c_fc 32->64
+    with pytest.raises(ConfigError, match=r"unknown layer\(s\) \['c_atn'\].*'c_attn', 'c_fc', 'c_proj'"):
+        run_stage(compose_cfg(["task=finetune", "peft=lora", *TINY, "model.model_type=gpt2", "peft.target_modules=[c_atn]",
+                               *data(text_csv), *FAST], tmp_path / "typo"), tmp_path / "typo")
+
+
 def test_hf_backbone_blocks_and_pooling():
     from transferlab.backbones.hf import HFBackbone
 

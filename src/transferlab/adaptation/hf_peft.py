@@ -16,9 +16,15 @@ from transferlab.errors import ConfigError
 TARGETABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
+def targetable(module: nn.Module) -> bool:
+    """A layer peft's tuners wrap: linear and conv layers, and transformers' Conv1D (GPT-2's c_attn, c_fc, c_proj)."""
+    cls = type(module)
+    return isinstance(module, TARGETABLE) or (cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers."))
+
+
 def targetable_names(backbone: nn.Module) -> list[str]:
     """Leaf names of the layers a peft method can wrap (what `peft.target_modules` may list)."""
-    return sorted({name.rsplit(".", 1)[-1] for name, m in backbone.named_modules() if name and isinstance(m, TARGETABLE)})
+    return sorted({name.rsplit(".", 1)[-1] for name, m in backbone.named_modules() if name and targetable(m)})
 
 
 def resolve_targets(backbone: nn.Module, target_modules: list[str] | None) -> list[str]:
@@ -32,7 +38,7 @@ def resolve_targets(backbone: nn.Module, target_modules: list[str] | None) -> li
         return targets
     if isinstance(target_modules, str) or not target_modules:
         raise ConfigError("peft.target_modules", target_modules, f"a non-empty list of layer names from {valid}, or null")
-    names = [name for name, m in backbone.named_modules() if name and isinstance(m, TARGETABLE)]
+    names = [name for name, m in backbone.named_modules() if name and targetable(m)]
     unknown = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
     if unknown:
         raise ConfigError("peft.target_modules", list(target_modules),

@@ -149,6 +149,8 @@ def _build_model(input_shape: tuple[int, ...], name_or_path: str | None, pretrai
         config = AutoConfig.for_model(model_type, **keys)
     except (ValueError, KeyError) as e:
         raise ConfigError("model.model_type", model_type, f"a transformers model_type such as bert, roberta, gpt2, vit ({e})") from None
+    if hasattr(config, "n_inner") and "n_inner" not in extra:  # GPT-2's MLP width is n_inner, not intermediate_size
+        config.n_inner = intermediate_size
     return AutoModel.from_config(config)
 
 
