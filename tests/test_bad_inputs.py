@@ -32,6 +32,7 @@ CONFIG_ROWS = [
     ("seed_not_int", SUP + ["seed=abc"], ["seed='abc'", "an integer"]),
     ("precision", SUP + ["trainer.precision=8"], ["trainer.precision=8", "one of"]),
     ("too_many_cpu_devices", SUP + ["trainer.devices=512"], ["trainer.devices=512", "CPU cores"]),
+    ("fsdp_on_cpu", SUP + ["trainer=fsdp", "trainer.accelerator=cpu"], ["trainer.accelerator='cpu'", "trainer=ddp_cpu"]),
     ("pretrain_with_lora", SUP + ["peft=lora"], ["peft='lora'", "use peft=full, or task=finetune"]),
     ("unknown_data_key", SUP + ["+data.batchsize=32"], ["data.batchsize=32", "did you mean 'batch_size'"]),
     ("unknown_model_key", SUP + ["model=transformer", "+model.widht=8"], ["model.widht=8", "did you mean 'width'"]),

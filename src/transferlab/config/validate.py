@@ -188,6 +188,11 @@ def check_task_own(cfg: DictConfig) -> None:
 
 def check_gpu_devices(cfg: DictConfig) -> None:
     t = cfg.trainer
+    strategy = t.get("strategy")
+    fsdp = "FSDP" in str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy).upper()
+    if fsdp and t.get("accelerator") not in ("gpu", "cuda", "auto"):
+        raise ConfigError("trainer.accelerator", t.get("accelerator"),
+                          "'gpu' for trainer=fsdp (Lightning's FSDP runs on CUDA GPUs only); on CPU use trainer=ddp_cpu")
     if t.get("accelerator") not in ("gpu", "cuda"):
         return
     import torch
