@@ -123,8 +123,12 @@ def _in_process(job: Job, work: Path, extra: Sequence[str]) -> tuple[str, dict[s
         from transferlab.run import train
 
         GlobalHydra.instance().clear()
+        overrides = [*job.overrides, *extra, "trainer.enable_progress_bar=false"]
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[*job.overrides, *extra, "trainer.enable_progress_bar=false", f"paths.output_dir={out}"])
+            cfg = compose("train", overrides=[*overrides, f"paths.output_dir={out}"])
+        # what Hydra writes for a CLI run: `python -m transferlab.compare <workdir>` then groups study runs too
+        (out / ".hydra").mkdir(parents=True, exist_ok=True)
+        (out / ".hydra" / "overrides.yaml").write_text("".join(f"- {json.dumps(o)}\n" for o in overrides))
         try:
             train(cfg)
         except Exception:  # noqa: BLE001 - a failed run is reported and the study goes on

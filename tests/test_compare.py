@@ -74,6 +74,20 @@ def test_table_sorted_with_seed_means_and_failures(sweep, capsys):
     assert "5 runs (1 failed or incomplete)" in out
 
 
+def test_seeds_group_across_their_own_pretrained_runs(tmp_path):
+    """Fine-tuning seed k from pretraining seed k: different paths, one recipe, one row of mean ± std."""
+    for seed in (0, 1):
+        up = make_run(tmp_path / f"seed{seed}" / "pretrain", ["task=supervised", f"seed={seed}"], metrics(0.9, 100.0))
+        for peft, acc in (("full", 0.8 + seed / 10), ("lora", 0.7 + seed / 10)):
+            make_run(tmp_path / f"seed{seed}" / peft, ["task=finetune", f"peft={peft}", f"task.pretrained={up}", f"seed={seed}"],
+                     metrics(acc, PCT[peft]))
+    assert main([str(tmp_path)]) == 0
+    groups = {(r["task"], r["peft"]): r for r in read_csv(tmp_path / "compare_seeds.csv")}
+    assert {k: int(r["n"]) for k, r in groups.items()} == {("supervised", ""): 2, ("finetune", "full"): 2, ("finetune", "lora"): 2}
+    assert groups[("finetune", "full")]["task.pretrained"] == "run(task=supervised)"
+    assert float(groups[("finetune", "full")]["test/acc_mean"]) == pytest.approx(0.85)
+
+
 def test_loss_sorts_ascending_and_x_axis_key(tmp_path):
     root = tmp_path / "kshot"
     i = 0

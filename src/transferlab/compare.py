@@ -202,7 +202,7 @@ def seed_groups(runs: Sequence[Run], keys: Sequence[str], metrics: Sequence[str]
     groups: dict[tuple, list[Run]] = {}
     failed: dict[tuple, int] = {}
     for r in runs:
-        gk = tuple(r.overrides.get(k) for k in group_keys)
+        gk = tuple(upstream_without_seed(r.overrides.get(k)) for k in group_keys)
         groups.setdefault(gk, [])
         if r.status == "ok":
             groups[gk].append(r)
@@ -220,6 +220,27 @@ def seed_groups(runs: Sequence[Run], keys: Sequence[str], metrics: Sequence[str]
             row[f"{name}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
         rows.append(row)
     return rows
+
+
+def upstream_without_seed(value: str | None) -> str | None:
+    """A value naming another run's folder (`task.pretrained=<run>`) -> that run's overrides minus its seed.
+
+    Seed k's fine-tuning starts from seed k's pretraining: the two paths differ, the pretraining
+    recipes do not, so seeds group under the recipe, e.g. `run(task=supervised data.classes=[0,1,2,3,4])`.
+    """
+    import yaml
+
+    if not value:
+        return value
+    try:
+        over = Path(value) / OVERRIDES_FILE
+        if not over.is_file():
+            return value
+        upstream = parse_overrides(yaml.safe_load(over.read_text()) or [])
+    except (OSError, ValueError, yaml.YAMLError):
+        return value
+    recipe = " ".join(f"{k}={v}" for k, v in upstream.items() if k != SEED_KEY and not k.startswith(("paths.", "hydra.")))
+    return f"run({recipe})"
 
 
 def sort_rows(rows: list[dict[str, Any]], metric: str | None, ascending: bool | None = None) -> list[dict[str, Any]]:
