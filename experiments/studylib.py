@@ -56,6 +56,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def output_dir(here: Path) -> Path:
+    """Where a study writes results, table and plot: its folder, or for `--smoke` runs a scratch folder
+    (a smoke run checks the script; it must not overwrite the committed results)."""
+    if "--smoke" not in sys.argv[1:]:
+        return here
+    out = ROOT / "outputs" / "studies" / here.name / "smoke_results"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def workdir(args: argparse.Namespace, study: str) -> Path:
     return Path(args.workdir) if args.workdir else ROOT / "outputs" / "studies" / study
 

@@ -19,7 +19,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import Job, Timer, fmt, load_rows, markdown_table, mean_std, parser, pyplot, run_jobs, save_rows, workdir  # noqa: E402
+from studylib import output_dir, Job, Timer, fmt, load_rows, markdown_table, mean_std, parser, pyplot, run_jobs, save_rows, workdir  # noqa: E402
+
+OUT = output_dir(HERE)  # results, table and plot (a scratch folder for --smoke)
 
 STAGES = [  # (stage, label) in table order
     ("scratch", "scratch (random init, full fine-tuning)"),
@@ -55,13 +57,13 @@ def main() -> None:
             rows.append({"seed": job.tags["seed"], "stage": "pretrain", "method": "MLM pretraining (online probes)",
                          "val_mlm_loss": m.get("pretrain/val/loss"), "val_knn_acc": m.get("pretrain/val/knn_acc"),
                          "val_linear_acc": m.get("pretrain/val/linear_acc"), "fit_s": m.get("pretrain/time/fit_s")})
-        save_rows(rows, HERE, {"command": "nice python experiments/bbc_news/run.py", "wall_s": round(t.seconds, 1),
+        save_rows(rows, OUT, {"command": "nice python experiments/bbc_news/run.py", "wall_s": round(t.seconds, 1),
                                "jobs": args.jobs, "seeds": args.seeds, "smoke": args.smoke, "workdir": str(work)})
     report()
 
 
 def report() -> None:
-    rows, meta = load_rows(HERE)
+    rows, meta = load_rows(OUT)
     body, labels, means, stds = [], [], [], []
     for stage, label in STAGES:
         rs = [r for r in rows if r["stage"] == stage]
@@ -79,7 +81,7 @@ def report() -> None:
     pre_line = (f"MLM pretraining, last epoch: val MLM loss {fmt([r['val_mlm_loss'] for r in pre], 1, 2)}, "
                 f"online k-NN acc {fmt([r['val_knn_acc'] for r in pre])} %, online linear-probe acc "
                 f"{fmt([r['val_linear_acc'] for r in pre])} %, fit {fmt([r['fit_s'] for r in pre], 1, 0)} s.") if pre else ""
-    (HERE / "table.md").write_text(table + "\n\n" + pre_line + "\n" + f"\nStudy wall time: {meta['wall_s']:.0f} s "
+    (OUT / "table.md").write_text(table + "\n\n" + pre_line + "\n" + f"\nStudy wall time: {meta['wall_s']:.0f} s "
                                    f"({meta['jobs']} runs in parallel){' [smoke]' if meta.get('smoke') else ''}.\n")
     print(table + "\n\n" + pre_line)
     plt = pyplot()
@@ -91,7 +93,7 @@ def report() -> None:
     ax.set_title("BBC News, 10 labels per topic (mean ± std, 3 seeds)")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(HERE / "accuracy.png", dpi=120)
+    fig.savefig(OUT / "accuracy.png", dpi=120)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import Job, Timer, downstream_trainer, fmt, group, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, write_table, save_study, workdir  # noqa: E402
+from studylib import output_dir, Job, Timer, downstream_trainer, fmt, group, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, write_table, save_study, workdir  # noqa: E402
+
+OUT = output_dir(HERE)  # results, table and plot (a scratch folder for --smoke)
 
 BUDGETS = [1, 5, 10, 50, None]          # labels per class; None = every training label
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
@@ -82,7 +84,7 @@ def report(rows: list[dict], meta: dict) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(HERE / "label_efficiency.png", dpi=120)
+    fig.savefig(OUT / "label_efficiency.png", dpi=120)
     plt.close(fig)
     return "\n\n".join(text)
 
@@ -95,8 +97,8 @@ def main() -> None:
         with Timer() as t:
             results = run_stages(pre, down, work, args)
         rows = rows_of(pre + down, results, ["test/acc", "test/ece", "test/nll", "test_shift/mean_acc", "params/trainable_pct", "time/wall_s"])
-        save_study(HERE, rows, args, t.seconds, STEPS)
-    write_table(HERE, report)
+        save_study(OUT, rows, args, t.seconds, STEPS)
+    write_table(OUT, report)
 
 
 if __name__ == "__main__":

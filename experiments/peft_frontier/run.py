@@ -16,7 +16,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ROOT, Job, Timer, downstream_trainer, fmt, group, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, write_table, save_study, workdir  # noqa: E402
+from studylib import output_dir, ROOT, Job, Timer, downstream_trainer, fmt, group, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, write_table, save_study, workdir  # noqa: E402
+
+OUT = output_dir(HERE)  # results, table and plot (a scratch folder for --smoke)
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 STEPS = 400
@@ -67,7 +69,7 @@ def report(rows: list[dict], meta: dict) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(HERE / "peft_frontier.png", dpi=120)
+    fig.savefig(OUT / "peft_frontier.png", dpi=120)
     plt.close(fig)
     return (f"MNIST-1D classes 5-9, {meta['labels']} labels per class, model={meta['model']}, mean ± std over seeds {meta['seeds']} (%)\n\n"
             + markdown_table(["method", "trainable %", "trainable params", "test acc", "mean shifted acc", "test ECE"], body))
@@ -87,8 +89,8 @@ def main() -> None:
             results = run_stages(pre, down, work, args)
         rows = rows_of(pre + down, results, ["test/acc", "test/ece", "test_shift/mean_acc", "params/trainable", "params/trainable_pct",
                                              "params/adapter", "time/wall_s"])
-        save_study(HERE, rows, args, t.seconds, STEPS, model=args.model, labels=labels or "all", methods=methods())
-    write_table(HERE, report)
+        save_study(OUT, rows, args, t.seconds, STEPS, model=args.model, labels=labels or "all", methods=methods())
+    write_table(OUT, report)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ROOT, Job, Timer, downstream_trainer, fmt, group, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, write_table, save_study, workdir  # noqa: E402
+from studylib import output_dir, ROOT, Job, Timer, downstream_trainer, fmt, group, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, write_table, save_study, workdir  # noqa: E402
+
+OUT = output_dir(HERE)  # results, table and plot (a scratch folder for --smoke)
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 STEPS = 400
@@ -76,7 +78,7 @@ def report(rows: list[dict], meta: dict) -> str:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(HERE / "probe_vs_finetune.png", dpi=120)
+    fig.savefig(OUT / "probe_vs_finetune.png", dpi=120)
     plt.close(fig)
     return (f"Test accuracy % on MNIST-1D classes 5-9 ({meta['labels']} labels per class, model={meta['model']}), "
             f"pretrained on classes 0-4; mean ± std over seeds {meta['seeds']}\n\n"
@@ -96,8 +98,8 @@ def main() -> None:
         with Timer() as t:
             results = run_stages(pre, down, work, args)
         rows = rows_of(pre + down, results, ["test/acc", "test/ece", "params/trainable_pct", "time/wall_s", "val/linear_acc", "val/knn_acc"])
-        save_study(HERE, rows, args, t.seconds, STEPS, model=args.model, labels=labels or "all", objectives=objectives(), methods=adapt_methods())
-    write_table(HERE, report)
+        save_study(OUT, rows, args, t.seconds, STEPS, model=args.model, labels=labels or "all", objectives=objectives(), methods=adapt_methods())
+    write_table(OUT, report)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+# results, table and plot; a --smoke run (checks the script) writes to a scratch folder, not over the committed ones
+OUT = ROOT / "outputs" / "studies" / "ssl_mnist1d" / "smoke_results" if "--smoke" in sys.argv[1:] else HERE
 CONF = ROOT / "conf"
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
@@ -155,7 +157,7 @@ def report(rows: list[dict]) -> str:
 
             lines.append(f"| {s} | {ms('source_knn_acc')} | {ms('source_linear_acc')} | {statistics.mean(float(r['wall_s']) for r in rs):.0f} |")
     table = "\n".join(lines)
-    (HERE / "table.md").write_text(table + "\n")
+    (OUT / "table.md").write_text(table + "\n")
 
     import matplotlib
 
@@ -174,7 +176,7 @@ def report(rows: list[dict]) -> str:
     ax.set_title("MNIST-1D: transfer from classes 0-4 (transformer, mean ± std, 3 seeds)")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(HERE / "results.png", dpi=120)
+    fig.savefig(OUT / "results.png", dpi=120)
     return table
 
 
@@ -187,7 +189,8 @@ def main() -> None:
     args = p.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     os.environ.setdefault("TRANSFERLAB_CACHE", str(Path(args.workdir) / "cache"))
-    results = HERE / "results.csv"
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = OUT / "results.csv"
     if not args.report_only:
         start = time.perf_counter()
         rows = study(Path(args.workdir), args.seeds, args.smoke)
