@@ -211,6 +211,13 @@ def check_shared_run_dir() -> None:
                           "e.g. hydra.run.dir=outputs/run_$SLURM_JOB_ID (or a sweep via a Hydra launcher)")
 
 
+def world_size() -> int:
+    """Processes in the initialized process group (1 without one)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def is_global_zero() -> bool:
     """Rank 0 of a process group (or a single process): the one that writes shared files."""
     import torch.distributed as dist

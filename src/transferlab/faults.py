@@ -25,6 +25,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from transferlab.distributed import world_size
 from transferlab.errors import UserError
 
 log = logging.getLogger("transferlab")
@@ -126,9 +127,9 @@ class FaultTolerance(pl.Callback):
         if not self.restore_rng:
             return {}
         state = rng_state()
-        if not _distributed():
+        if world_size() == 1:
             return {"rng": state}
-        states: list[Any] = [None] * torch.distributed.get_world_size()
+        states: list[Any] = [None] * world_size()
         torch.distributed.all_gather_object(states, state)
         return {"rng": state, "rng_per_rank": states}
 
@@ -136,7 +137,7 @@ class FaultTolerance(pl.Callback):
         if not (self.restore_rng and state_dict.get("rng")):
             return
         per_rank = state_dict.get("rng_per_rank") or []
-        if _distributed() and len(per_rank) == torch.distributed.get_world_size():
+        if world_size() > 1 and len(per_rank) == world_size():
             set_rng_state(per_rank[torch.distributed.get_rank()])
         else:  # same world or a different one: rank 0's noise
             set_rng_state(state_dict["rng"])
@@ -176,10 +177,6 @@ class FaultTolerance(pl.Callback):
             trainer.save_checkpoint(path, weights_only=False)  # full state; also flushes the loggers (on_save_checkpoint)
             self.sigterm_checkpoint = str(path)
             log.warning("SIGTERM: saved %s at step %d; rerun with resume=auto to continue", path, trainer.global_step)
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 def keep_logs_for_resume(trainer: pl.Trainer) -> None:

@@ -59,13 +59,17 @@ class RankWatcher(threading.Thread):
 
     def run(self) -> None:
         while not self._stopped.wait(POLL_S):
-            codes = [p.poll() for p in self.procs]
-            failed = [(rank, code) for rank, code in enumerate(codes, start=1) if code]
+            codes, failed = self._poll()
             if failed:
-                self._rank_failed(*failed[0])
+                self._rank_failed(*failed)
                 return
             if all(code == 0 for code in codes):
                 return
+
+    def _poll(self) -> tuple[list[int | None], tuple[int, int] | None]:
+        """The children's exit codes (None: running) and the first (rank, code) that failed."""
+        codes = [p.poll() for p in self.procs]
+        return codes, next(((rank, code) for rank, code in enumerate(codes, start=1) if code), None)
 
     def _rank_failed(self, rank: int, code: int) -> None:
         self.failure = describe_failure(rank, len(self.procs) + 1, code, self.log_dir)
@@ -79,11 +83,9 @@ class RankWatcher(threading.Thread):
         """The first child rank that exited non-zero, waiting up to `wait_s` for one to (None: none did)."""
         deadline = time.monotonic() + wait_s
         while self.failure is None:
-            codes = [p.poll() for p in self.procs]
-            failed = [(rank, code) for rank, code in enumerate(codes, start=1) if code]
+            codes, failed = self._poll()
             if failed:
-                rank, code = failed[0]
-                return describe_failure(rank, len(self.procs) + 1, code, self.log_dir)
+                return describe_failure(failed[0], len(self.procs) + 1, failed[1], self.log_dir)
             if None not in codes or time.monotonic() > deadline:
                 return None
             time.sleep(0.1)

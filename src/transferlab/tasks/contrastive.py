@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferlab.distributed import world_size
 from transferlab.tasks.augment import build_augment
 from transferlab.tasks.ssl import SSLTask
 
@@ -60,13 +61,8 @@ class ContrastiveTask(SSLTask):
         h = self.backbone(torch.cat([v1, v2]))
         h1, h2 = h.chunk(2)
         z1, z2 = self.projector(h1), self.projector(h2)
-        if self.training and self.gather_negatives and _world_size() > 1:
+        if self.training and self.gather_negatives and world_size() > 1:
             loss = nt_xent(z1, z2, self.temperature, lambda z: self.all_gather(z, sync_grads=True), self.global_rank)
         else:
             loss = nt_xent(z1, z2, self.temperature)
         return loss, x.shape[0], h1
-
-
-def _world_size() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
