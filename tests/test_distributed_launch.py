@@ -109,3 +109,20 @@ def test_rank_watcher_names_the_failed_rank_and_stops_the_others(tmp_path, monke
     finally:
         assert rank_watch.stop_ranks() == watcher.failure
     assert rank_watch._watcher is None and not watcher.is_alive()
+
+
+def test_train_loader_is_this_ranks_shard_and_the_knn_bank_is_the_whole_split(tmp_path):
+    """Under DDP each rank trains on its half; the k-NN monitor's bank is the whole train split on every rank."""
+    from types import SimpleNamespace
+
+    from transferlab.build import build_datamodule
+
+    dm = build_datamodule(compose_cfg(["data=digits", "data.batch_size=64"], tmp_path))
+    dm.setup("fit")
+    n = len(dm.train_set)
+    dm.trainer = SimpleNamespace(global_rank=1, world_size=2)
+    shard = [int(i) for b in dm.train_dataloader() for i in b[1]]
+    bank = [int(i) for b in dm.bank_dataloader() for i in b[1]]
+    assert len(shard) == (n + 1) // 2 and len(bank) == n
+    dm.trainer = None
+    assert bank == [int(i) for b in dm.train_dataloader() for i in b[1]]  # a single process's epoch 0 order

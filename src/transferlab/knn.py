@@ -63,7 +63,7 @@ def knn_eval(cfg: DictConfig) -> dict[str, Any]:
     load_backbone(backbone, ckpt_file)
     device = cfg.get("device") or "cpu"
     backbone.to(device).eval()
-    bank = features(backbone, datamodule.train_dataloader(), device, cfg.get("bank_size"))
+    bank = features(backbone, datamodule.bank_dataloader(), device, cfg.get("bank_size"))
     summary: dict[str, Any] = {}
     tests = datamodule.test_dataloader()
     names = list(getattr(datamodule, "test_set_names", ["test"]))

@@ -124,16 +124,21 @@ class ArrayDataModule(pl.LightningDataModule):
         return DataSpec(self.modality, tuple(self.train_set.tensors[0].shape[1:]), len(self.class_names), self.class_names)
 
     # -- loaders ------------------------------------------------------------------------------
-    def _loader(self, dataset: TensorDataset, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: TensorDataset, shuffle: bool, batch_size: int, rank: int = 0, world: int = 1) -> DataLoader:
         kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
-        if shuffle:  # order from (seed, epoch), resumable mid-epoch, this rank's shard (data/resumable.py)
-            trainer = self.trainer
-            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if shuffle:  # order from (seed, epoch), resumable mid-epoch, rank's shard of world (data/resumable.py)
             return shuffled_loader(dataset, batch_size, rank=rank, world=world, **kwargs)
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, self.batch_size)
+        """This rank's shard of the training split (all of it in a single process)."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return self._loader(self.train_set, True, self.batch_size, rank, world)
+
+    def bank_dataloader(self) -> DataLoader:
+        """The whole training split on every rank, in epoch 0's shuffled order: the k-NN monitor's bank."""
+        return self._loader(self.train_set, True, self.eval_batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False, self.eval_batch_size)

@@ -141,13 +141,13 @@ class OnlineProbes(pl.Callback):
 
     @torch.no_grad()
     def bank(self, trainer, pl_module) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Features and labels of the training split (un-augmented, eval mode)."""
+        """Features and labels of the training split (un-augmented, eval mode); under DDP all of it on every rank."""
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "train_dataloader"):
             return None
         limit = self.knn_cfg.get("bank_size")
         feats, labels, n = [], [], 0
-        for batch in dm.train_dataloader():
+        for batch in (dm.bank_dataloader() if hasattr(dm, "bank_dataloader") else dm.train_dataloader()):
             x, y = split_batch(batch)
             if y is None:
                 return None
