@@ -234,3 +234,25 @@ def test_ssl_run_logs_probes_and_hands_off_to_finetune(tmp_path, objective):
     ft_bb = backbone_state(load_checkpoint(tmp_path / "ft"))
     assert pre_bb.keys() == ft_bb.keys()
     assert all(torch.equal(pre_bb[k], ft_bb[k]) for k in pre_bb)  # linear probe: the backbone is exactly the pretrained one
+
+
+def test_online_probe_under_ddp_steps_on_every_ranks_batch(monkeypatch):
+    """With 2 ranks the probe head takes one step on both ranks' features (gathered), as one process would."""
+    from types import SimpleNamespace
+
+    from transferlab.tasks import probes
+
+    torch.manual_seed(0)
+    mine, other = torch.randn(4, 8), torch.randn(4, 8)
+    y_mine, y_other = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 2, 2])
+
+    def all_gather(t):  # what Lightning's all_gather returns on 2 ranks: (world, batch, ...)
+        return torch.stack([t, other if t.is_floating_point() else y_other])
+
+    module = SimpleNamespace(all_gather=all_gather, log=lambda *a, **k: None)
+    ddp, single = probes.OnlineProbes(8, 3), probes.OnlineProbes(8, 3)
+    single.head.load_state_dict(ddp.head.state_dict())
+    monkeypatch.setattr(probes, "world_size", lambda: 2)
+    ddp.on_train_batch_end(None, module, {"features": mine}, (mine, y_mine), 0)
+    single.update(torch.cat([mine, other]), torch.cat([y_mine, y_other]))
+    assert all(torch.equal(a, b) for a, b in zip(ddp.head.parameters(), single.head.parameters()))

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferlab.distributed import world_size
+
 
 def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(inputs, labels or None) from a tuple/list, a dict (`input_ids`/`x`, `labels`/`y`) or a tensor."""
@@ -89,6 +91,8 @@ class OnlineProbes(pl.Callback):
         feats = outputs.get("features") if isinstance(outputs, dict) else None
         if feats is None:
             feats = _features(pl_module, x)
+        if world_size() > 1:  # DDP: every rank's batch, so each rank's head takes a single process's steps
+            feats, y = pl_module.all_gather(feats.detach()).flatten(0, 1), pl_module.all_gather(y).flatten(0, 1)
         loss = self.update(feats, y)
         pl_module.log("train/linear_loss", loss, on_step=False, on_epoch=True, batch_size=y.shape[0])
 
