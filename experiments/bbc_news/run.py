@@ -1,13 +1,13 @@
 """BBC News topic classification with 10 labels per class: scratch vs MLM-pretrained vs LoRA.
 
 Per seed, one `python -m transferlab.train experiment=bbc_news_mlm seed=S` pipeline: masked-
-language-model pretraining of a small transformer (width 64, 2 blocks, 64 tokens, WordPiece 8k
+language-model pretraining of a small transformer (width 64, 2 blocks, 64 tokens, WordPiece 2k
 trained on the training articles) on every training article with labels unused, then, on 10
 labelled articles per topic (50 in all): full fine-tuning and LoRA (r=4) from the MLM checkpoint,
 a linear probe, and the same transformer trained from scratch on the same 50 labels. The test
 split (444 articles) is fixed; mean ± std over 3 seeds (pretraining included in each seed).
 
-    nice python experiments/bbc_news/run.py                 # ~15 min on 2 shared cores
+    nice python experiments/bbc_news/run.py                 # ~8 min on 2 cores
     python experiments/bbc_news/run.py --report-only        # table and plot from results.json
 """
 
