@@ -256,3 +256,15 @@ def test_online_probe_under_ddp_steps_on_every_ranks_batch(monkeypatch):
     ddp.on_train_batch_end(None, module, {"features": mine}, (mine, y_mine), 0)
     single.update(torch.cat([mine, other]), torch.cat([y_mine, y_other]))
     assert all(torch.equal(a, b) for a, b in zip(ddp.head.parameters(), single.head.parameters()))
+
+
+def test_probe_accuracy_over_ranks_counts_every_sample(monkeypatch):
+    """Test shards of 3 and 1 samples: 3/4 correct overall, not the mean of the ranks' 2/3 and 1/1."""
+    from types import SimpleNamespace
+
+    from transferlab.tasks import probes
+
+    other = torch.tensor([1.0, 1.0])  # the other rank: 1 hit of 1 sample
+    module = SimpleNamespace(all_gather=lambda t: torch.stack([t, other]))
+    monkeypatch.setattr(probes, "world_size", lambda: 2)
+    assert float(probes.accuracy_over_ranks(module, torch.tensor([True, False, True]))) == 0.75

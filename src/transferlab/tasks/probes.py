@@ -131,16 +131,15 @@ class OnlineProbes(pl.Callback):
         if self.linear_enabled:
             with torch.no_grad():
                 self.head.to(feats.device)
-                values[f"{stage}/linear_acc"] = (self.head(feats.float()).argmax(1) == labels).float().mean()
+                values[f"{stage}/linear_acc"] = accuracy_over_ranks(pl_module, self.head(feats.float()).argmax(1) == labels)
         if self.knn_enabled:
             bank = self.bank(trainer, pl_module)
             if bank is not None:
                 pred = knn_predict(*bank, feats, self.num_classes, int(self.knn_cfg.get("k", 20)),
                                    float(self.knn_cfg.get("temperature", 0.07)))
-                values[f"{stage}/knn_acc"] = (pred == labels).float().mean()
-        if values:
-            # each rank scored its own share of the split; sync_dist averages them
-            pl_module.log_dict(values, sync_dist=True, add_dataloader_idx=False)
+                values[f"{stage}/knn_acc"] = accuracy_over_ranks(pl_module, pred == labels)
+        if values:  # the same value on every rank (accuracy_over_ranks counted all of them)
+            pl_module.log_dict(values, add_dataloader_idx=False)
         self._start()
 
     @torch.no_grad()
@@ -172,6 +171,14 @@ class OnlineProbes(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.head.load_state_dict(state_dict["head"])
         self.optimizer.load_state_dict(state_dict["optimizer"])
+
+
+def accuracy_over_ranks(pl_module: pl.LightningModule, hits: torch.Tensor) -> torch.Tensor:
+    """Hits / samples summed over every rank: DDP test shards differ in size, so a mean of means is off."""
+    counts = torch.stack([hits.sum().float(), torch.tensor(float(hits.numel()), device=hits.device)])
+    if world_size() > 1:
+        counts = pl_module.all_gather(counts).sum(0)
+    return counts[0] / counts[1]
 
 
 @torch.no_grad()
