@@ -139,7 +139,7 @@ class FaultTolerance(pl.Callback):
         per_rank = state_dict.get("rng_per_rank") or []
         if world_size() > 1 and len(per_rank) == world_size():
             set_rng_state(per_rank[torch.distributed.get_rank()])
-        else:  # same world or a different one: rank 0's noise
+        else:  # one process, or resumed with another number of ranks: rank 0's noise
             set_rng_state(state_dict["rng"])
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
