@@ -79,7 +79,7 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--model", default="transformer")
     p.add_argument("--labels", type=int, default=50, help="labels per class of the target task (0 = all)")
-    p.add_argument("--pretrain-epochs", type=int, default=20)
+    p.add_argument("--pretrain-epochs", type=int, default=60)
     args = p.parse_args()
     labels = args.labels or None
     work = workdir(args, "peft_frontier")
