@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "outputs" / "peft_benchmark"), help="run folders (git-ignored)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
-    ap.add_argument("--pretrain-epochs", type=int, default=10)
+    ap.add_argument("--pretrain-epochs", type=int, default=60)
     ap.add_argument("--pretrain-lr", type=float, default=1e-3)
     ap.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs (all labels)")
     ap.add_argument("--few-shot", type=int, default=10, help="labels per class of the few-label setting (0: skip)")
