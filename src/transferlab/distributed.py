@@ -61,7 +61,7 @@ def prepare_launch(cfg: DictConfig) -> None:
         check_shared_run_dir()
         return
     check_start_method(cfg.trainer)
-    job = _hydra_job_dir()
+    job = hydra_job_dir()
     if _launched_for is not None and job != _launched_for:
         _end_previous_launch()
     if not spawns_script_copies(cfg.trainer):
@@ -92,7 +92,7 @@ def _remember_launch(job: str) -> None:
     _launched_for = job
 
 
-def _hydra_job_dir() -> str | None:
+def hydra_job_dir() -> str | None:
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():

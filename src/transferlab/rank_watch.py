@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 from lightning_fabric.utilities.distributed import _set_num_threads_if_needed
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+from transferlab.distributed import hydra_job_dir
 from transferlab.errors import UserError
 
 log = logging.getLogger("transferlab")
@@ -103,7 +104,7 @@ class JobScopedLauncher(_SubprocessScriptLauncher):
         self.cluster_environment.validate_settings(num_devices=self.num_processes, num_nodes=self.num_nodes)
         if not self.cluster_environment.creates_processes_externally:
             self._call_children_scripts()
-            _watcher = RankWatcher(self.procs, _job_dir())
+            _watcher = RankWatcher(self.procs, hydra_job_dir())
             _watcher.start()
         _set_num_threads_if_needed(num_processes=self.num_processes)
         return function(*args, **kwargs)
@@ -165,9 +166,3 @@ def describe_failure(rank: int, world: int, code: int, log_dir: str | None) -> s
             text += f": {errors[-1]}"
         text += f" (log: {logfile})"
     return text
-
-
-def _job_dir() -> str | None:
-    from hydra.core.hydra_config import HydraConfig
-
-    return str(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
