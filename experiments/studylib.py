@@ -8,7 +8,6 @@ niced, skipped when its metrics.json already exists (an interrupted study resume
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -21,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from transferlab.analysis.tables import markdown, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +131,7 @@ def _in_process(job: Job, work: Path, extra: Sequence[str]) -> tuple[str, dict[s
         from hydra import compose, initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
 
-        from transferlab.run import train
+        from transferlab.runner.run import train
 
         GlobalHydra.instance().clear()
         overrides = [*job.overrides, *extra, "trainer.enable_progress_bar=false"]
@@ -168,13 +169,7 @@ def rows_of(jobs: Sequence[Job], results: dict[str, dict[str, Any]], keys: Seque
 def save_rows(rows: list[dict[str, Any]], here: Path, meta: dict[str, Any]) -> None:
     """results.json (rows + how they were made) and results.csv (the same rows)."""
     (here / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
-    header: list[str] = []
-    for r in rows:
-        header += [k for k in r if k not in header]
-    with open(here / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(here / "results.csv", rows)
 
 
 def save_study(here: Path, rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float, steps: int,
@@ -219,9 +214,8 @@ def group(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[tuple, li
 
 
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
-    return "\n".join(lines)
+    """A header and rows of cells, through the package's one table writer."""
+    return markdown([{h: str(c) for h, c in zip(header, row)} for row in body])
 
 
 def pyplot():

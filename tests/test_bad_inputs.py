@@ -59,10 +59,10 @@ CONFIG_ROWS = [
 
 @pytest.mark.parametrize("overrides,expected", [r[1:] for r in CONFIG_ROWS], ids=[r[0] for r in CONFIG_ROWS])
 def test_bad_config_fails_in_validation(tmp_path, overrides, expected):
-    from transferlab.config.validate import validate
+    from transferlab.runner.run import preflight
 
     with pytest.raises(UserError) as err:
-        validate(compose_cfg(overrides, tmp_path))
+        preflight(compose_cfg(overrides, tmp_path))
     message = str(err.value)
     assert "\n" not in message
     for fragment in expected:
@@ -80,7 +80,7 @@ OVERRIDE_ROWS = [
 
 @pytest.mark.parametrize("overrides,expected", [r[1:] for r in OVERRIDE_ROWS], ids=[r[0] for r in OVERRIDE_ROWS])
 def test_bad_override_is_one_line(tmp_path, overrides, expected):
-    from transferlab.cli import hydra_error_line
+    from transferlab.runner.entry import hydra_error_line
 
     with pytest.raises(Exception) as err:
         compose_cfg(overrides, tmp_path)
@@ -169,8 +169,8 @@ CKPT_ROWS = [
 
 @pytest.mark.parametrize("kind,expected", CKPT_ROWS, ids=[r[0] for r in CKPT_ROWS])
 def test_bad_checkpoint_is_refused(tmp_path, good_ckpt, kind, expected):
-    from transferlab.checkpoint import load_backbone
     from transferlab.errors import CheckpointError
+    from transferlab.utils.checkpoint import load_backbone
 
     path = _crafted(tmp_path, kind, good_ckpt)
     with pytest.raises(CheckpointError) as err:
@@ -227,7 +227,7 @@ DATA_ROWS = [
 @pytest.mark.parametrize("name,content,expected", [r[1:] for r in DATA_ROWS], ids=[r[0] for r in DATA_ROWS])
 def test_bad_data_file(tmp_path, name, content, expected):
     pytest.importorskip("transferlab.data.tabular", reason="data=csv (data/tabular.py) not present")
-    from transferlab.build import build_datamodule
+    from transferlab.runner.build import build_datamodule
 
     path = tmp_path / (name or "absent.csv")
     if content is not None:

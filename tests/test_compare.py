@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from transferlab.compare import load_runs, main, parse_overrides
+from transferlab.analysis.runs import load_runs, parse_overrides
+from transferlab.compare import main
 
 
 def make_run(folder: Path, overrides: list[str], metrics: dict | None = None, error: dict | None = None) -> Path:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CONF, FAST, compose_cfg
-from hydra.utils import get_class
+from hydra.utils import get_object
 
 from transferlab.errors import CheckpointError, ConfigError
 
@@ -31,7 +31,7 @@ def test_every_group_exists_and_every_option_composes():
                 nodes = node.values() if group in ("logger", "callbacks") else [node]
                 for target in [n.get("_target_") for n in nodes if hasattr(n, "get")]:
                     if target:
-                        assert get_class(target) is not None, f"{group}={option}: {target} does not import"
+                        assert get_object(target) is not None, f"{group}={option}: {target} does not import"
 
 
 def test_user_keys_exist_and_override():
@@ -47,7 +47,7 @@ def test_experiment_recipe_is_the_quickstart():
 
 
 def _datamodule(name="mnist1d", **over):
-    from transferlab.build import build_datamodule
+    from transferlab.runner.build import build_datamodule
 
     cfg = compose_cfg([f"data={name}"] + [f"data.{k}={v}" for k, v in over.items()])
     dm = build_datamodule(cfg)
@@ -90,8 +90,8 @@ def test_labels_per_class_too_large_is_a_config_error():
 @pytest.mark.parametrize("model", ["cnn", "mlp", "transformer"])
 @pytest.mark.parametrize("shape", [(1, 40), (1, 8, 8)])
 def test_backbones_map_inputs_to_features_and_name_blocks(model, shape):
-    from transferlab.build import build_backbone
     from transferlab.data.spec import DataSpec
+    from transferlab.runner.build import build_backbone
 
     cfg = compose_cfg([f"model={model}"] + (["model.patch_size=2"] if model == "transformer" else []))
     bb = build_backbone(cfg, DataSpec("image", shape, 3))
@@ -113,7 +113,7 @@ def test_transformer_reads_text_tokens_and_ignores_padding():
 
 
 def _run(tmp_path: Path, name: str, overrides: list[str]):
-    from transferlab.run import train
+    from transferlab.runner.run import train
 
     cfg = compose_cfg(FAST + overrides, output_dir=tmp_path / name)
     train(cfg)
@@ -137,7 +137,7 @@ def test_pretrain_run_folder_and_summary(pretrained):
 
 
 def test_finetune_hand_off_loads_the_pretrained_backbone(pretrained, tmp_path):
-    from transferlab.build import build_backbone, build_datamodule, build_task
+    from transferlab.runner.build import build_backbone, build_datamodule, build_task
 
     folder, _ = pretrained
     cfg = compose_cfg(FAST + ["task=finetune", "data.classes=[5,6,7,8,9]", "data.labels_per_class=5",
@@ -180,7 +180,7 @@ def test_eval_reproduces_the_run_metrics(pretrained, tmp_path):
 
 
 def test_missing_and_mismatched_pretrained_checkpoints_name_the_fault(pretrained, tmp_path):
-    from transferlab.build import build_backbone, build_datamodule, build_task
+    from transferlab.runner.build import build_backbone, build_datamodule, build_task
 
     folder, _ = pretrained
     for overrides, pattern in [
@@ -195,7 +195,7 @@ def test_missing_and_mismatched_pretrained_checkpoints_name_the_fault(pretrained
 
 
 def test_transfer_pipeline_writes_stages_table_and_gains(tmp_path):
-    from transferlab.run import train
+    from transferlab.runner.run import train
 
     cfg = compose_cfg(["trainer.enable_progress_bar=false", "task.pretrain_trainer.max_epochs=1", "task.target_trainer.max_epochs=2",
                        "task.target_trainer.check_val_every_n_epoch=1", "trainer.limit_train_batches=3"], output_dir=tmp_path)

@@ -58,7 +58,7 @@ def test_ddp_inside_multirun_one_folder_per_job(sweep):
 
 @pytest.mark.slow
 def test_ddp_matches_one_process_with_the_same_global_batch(sweep, tmp_path):
-    from transferlab.run import run_stage
+    from transferlab.runner.stage import run_stage
 
     ddp = metrics(sweep / "sweep" / "1")
     single = run_stage(compose_cfg([*SMALL, "peft=full", "trainer=cpu", "data.batch_size=64"], tmp_path), tmp_path)
@@ -133,7 +133,7 @@ def test_torchrun_two_nodes_on_loopback_matches_local_ddp(sweep, tmp_path):
 
 @pytest.mark.slow
 def test_bf16_mixed_one_tiny_step(tmp_path):
-    from transferlab.run import run_stage
+    from transferlab.runner.stage import run_stage
 
     cfg = compose_cfg([*SMALL, "peft=full", "trainer=cpu", "trainer.precision=bf16-mixed", "trainer.max_epochs=1",
                        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",

@@ -7,7 +7,9 @@ import pytest
 from conftest import compose_cfg
 from omegaconf import OmegaConf
 
-from transferlab import distributed
+from transferlab.distributed import launch as distributed
+from transferlab.distributed.fsdp import block_wrap_policy
+from transferlab.runner.build import compile_backbone
 from transferlab.errors import ConfigError, UserError
 
 
@@ -69,7 +71,7 @@ def test_fsdp_wraps_each_transformer_block():
     cfg = compose_cfg(["trainer=fsdp"])
     assert instantiate(cfg.trainer.strategy.auto_wrap_policy) == {Block}
     with pytest.raises(ConfigError, match="block_classes"):
-        distributed.block_wrap_policy(["os.system"])
+        block_wrap_policy(["os.system"])
 
 
 def test_compile_keeps_checkpoint_keys():
@@ -77,7 +79,7 @@ def test_compile_keeps_checkpoint_keys():
 
     plain = MLP(input_shape=[40], hidden=16, depth=2)
     keys = list(plain.state_dict())
-    compiled = distributed.compile_backbone(MLP(input_shape=[40], hidden=16, depth=2), True)
+    compiled = compile_backbone(MLP(input_shape=[40], hidden=16, depth=2), True)
     assert list(compiled.state_dict()) == keys
     assert OmegaConf.select(compose_cfg([]), "compile") is False
 
@@ -87,7 +89,7 @@ def test_rank_watcher_names_the_failed_rank_and_stops_the_others(tmp_path, monke
     import subprocess
     import time
 
-    from transferlab import rank_watch
+    from transferlab.distributed import rank_watch
 
     monkeypatch.setattr(rank_watch, "GRACE_S", 120.0)  # rank 0 (this test) stops the watch long before
     (tmp_path / "train_ddp_process_2.log").write_text(
@@ -115,7 +117,7 @@ def test_train_loader_is_this_ranks_shard_and_the_knn_bank_is_the_whole_split(tm
     """Under DDP each rank trains on its half; the k-NN monitor's bank is the whole train split on every rank."""
     from types import SimpleNamespace
 
-    from transferlab.build import build_datamodule
+    from transferlab.runner.build import build_datamodule
 
     dm = build_datamodule(compose_cfg(["data=digits", "data.batch_size=64"], tmp_path))
     dm.setup("fit")

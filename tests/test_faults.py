@@ -53,8 +53,8 @@ def _ckpt(folder: Path) -> dict:
 
 
 def _in_process(folder: Path, *extra: str) -> dict:
-    from transferlab.run import train
-    from transferlab.summary import read_summary
+    from transferlab.analysis.runs import read_summary
+    from transferlab.runner.run import train
 
     train(compose_cfg(_overrides(folder) + list(extra), folder))
     return read_summary(folder)
@@ -79,7 +79,7 @@ def test_sigkill_then_sigterm_then_resume_matches_uninterrupted(tmp_path, monkey
     run_id = (run / "wandb_id").read_text()
 
     # 2. resume=auto, then SIGTERM (preemption; in-process, Lightning's own handler): a checkpoint at that step
-    from transferlab.faults import Preempted
+    from transferlab.errors import Preempted
 
     with pytest.raises(Preempted) as err:
         _in_process(run, "resume=auto", "+callbacks.term._target_=fault_helpers.SendSignal", f"+callbacks.term.at_step={term_at}")
@@ -117,8 +117,8 @@ def test_sigkill_then_sigterm_then_resume_matches_uninterrupted(tmp_path, monkey
 
 
 def test_secrets_redacted_from_saved_config_and_checkpoint(tmp_path, monkeypatch):
-    from transferlab.redact import redact_files
-    from transferlab.run import run_stage
+    from transferlab.runner.stage import run_stage
+    from transferlab.tracking.redact import redact_files
 
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     hydra_dir = tmp_path / ".hydra"
@@ -157,7 +157,7 @@ def test_ddp_sigkill_then_resume_matches_uninterrupted(tmp_path):
         folder.mkdir(exist_ok=True)
         proc = _start(folder, *ddp, *extra)
         assert proc.wait(timeout=300) == 0, (folder.parent / f"{folder.name}.log").read_text()[-3000:]
-    from transferlab.summary import read_summary
+    from transferlab.analysis.runs import read_summary
 
     resumed, expected = read_summary(run), read_summary(reference)
     for key in ("test/acc", "test/loss", "val/acc", "val/loss", "steps", "test/samples"):
@@ -173,8 +173,8 @@ def test_ddp_sigkill_then_resume_matches_uninterrupted(tmp_path):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tmp_path):
-    from transferlab.errors import UserError
-    from transferlab.run import TrainingDiverged, train
+    from transferlab.errors import TrainingDiverged, UserError
+    from transferlab.runner.run import train
 
     cfg = compose_cfg(["task=supervised", "data=digits", "model=mlp", "trainer.enable_progress_bar=false",
                        "trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.limit_val_batches=1",
@@ -192,7 +192,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path):
 
 def test_nan_guard_is_task_independent():
     """The callback stops any task before its backward pass (self-supervised tasks included)."""
-    from transferlab.faults import FaultTolerance
+    from transferlab.callbacks.fault_tolerance import FaultTolerance
 
     class T:
         global_step, current_epoch = 7, 1
@@ -207,8 +207,8 @@ def test_nan_guard_is_task_independent():
 
 def test_checkpoint_write_is_atomic(tmp_path):
     """A save that dies half-way leaves the previous checkpoint whole and no stray file."""
-    from transferlab.checkpoint import load_checkpoint
-    from transferlab.faults import AtomicCheckpointIO
+    from transferlab.callbacks.fault_tolerance import AtomicCheckpointIO
+    from transferlab.utils.checkpoint import load_checkpoint
 
     io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"state_dict": {"backbone.w": torch.ones(3)}, "global_step": 1}, path)
@@ -228,7 +228,7 @@ def test_rng_state_round_trips_through_weights_only_checkpoint(tmp_path):
 
     import numpy as np
 
-    from transferlab.faults import rng_state, set_rng_state
+    from transferlab.callbacks.fault_tolerance import rng_state, set_rng_state
 
     torch.manual_seed(3), np.random.seed(3), pyrandom.seed(3)
     torch.save({"rng": rng_state()}, tmp_path / "s.ckpt")
@@ -283,7 +283,7 @@ def test_resumable_sampler_shards_ranks_and_resumes_each_shard():
 
 
 def test_run_id_persists(tmp_path):
-    from transferlab.faults import persistent_run_id
+    from transferlab.tracking.run_id import persistent_run_id
 
     first = persistent_run_id(tmp_path)
     assert len(first) == 8 and persistent_run_id(tmp_path) == first == (tmp_path / "wandb_id").read_text().strip()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import FAST, compose_cfg
 
-from transferlab.run import run_stage
+from transferlab.runner.stage import run_stage
 
 SMALL_MNIST1D = ["data=mnist1d", "data.generator.num_samples=600"]
 
@@ -40,7 +40,7 @@ def test_ece_is_a_fraction_and_nll_is_the_test_cross_entropy(shifted_run):
         if k.endswith("/ece"):
             assert 0.0 <= v <= 1.0, k
     assert m["test/nll"] == m["test/loss"]
-    from transferlab.build import build_backbone, build_datamodule, build_task
+    from transferlab.runner.build import build_backbone, build_datamodule, build_task
 
     dm = build_datamodule(cfg)
     dm.setup()

@@ -11,7 +11,7 @@ import torch
 from conftest import FAST, compose_cfg
 
 from transferlab.errors import ConfigError
-from transferlab.run import run_stage
+from transferlab.runner.stage import run_stage
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
@@ -50,7 +50,7 @@ def state(out: Path) -> dict[str, torch.Tensor]:
 def test_tiny_hf_model_lora_finetune_one_step(text_csv, tmp_path, arch, targets, per_layer):
     import pytorch_lightning as pl
 
-    from transferlab.build import build_backbone, build_datamodule
+    from transferlab.runner.build import build_backbone, build_datamodule
 
     out = tmp_path / arch
     cfg = compose_cfg(["task=finetune", "peft=lora", *TINY, f"model.model_type={arch}", *data(text_csv), *FAST,
@@ -114,8 +114,8 @@ def test_hf_backbone_blocks_and_pooling():
 def test_pretrained_local_folder_loads_weights_and_its_tokenizer(text_csv, tmp_path):
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    from transferlab.build import build_backbone, build_datamodule
     from transferlab.data.tokenizer import train_tokenizer
+    from transferlab.runner.build import build_backbone, build_datamodule
 
     folder = tmp_path / "tiny-bert"
     texts = [row["text"] for row in csv.DictReader(open(text_csv))]
@@ -144,7 +144,7 @@ def test_pretrained_local_folder_loads_weights_and_its_tokenizer(text_csv, tmp_p
 
 
 def test_missing_weights_or_config_is_a_clear_error(text_csv, tmp_path):
-    from transferlab.build import build_backbone, build_datamodule
+    from transferlab.runner.build import build_backbone, build_datamodule
 
     missing = "transferlab-tests/no-such-model"
     cfg = compose_cfg(["model=hf", f"model.name_or_path={missing}", "model.pretrained=true", "model.tokenizer=null",

@@ -23,7 +23,7 @@ import json, sys
 import torch, pytorch_lightning
 floor = set(sys.modules)
 from hydra import compose, initialize_config_dir
-from transferlab.run import train
+from transferlab.runner.run import train
 with initialize_config_dir(config_dir={conf!r}, version_base="1.3"):
     cfg = compose(config_name="train", overrides={overrides!r})
 train(cfg)

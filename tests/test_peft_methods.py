@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_cfg
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import compose_cfg
 from transferlab.backbones.cnn import CNN
 from transferlab.backbones.transformer import Transformer
 from transferlab.config.instantiate import instantiate

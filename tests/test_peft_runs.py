@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import FAST, compose_cfg
-from transferlab.run import run_stage
+
+from transferlab.runner.stage import run_stage
 
 pytestmark = pytest.mark.slow
 MODEL = ["model=transformer", "model.width=16", "model.depth=2", "model.heads=2"]
@@ -31,8 +31,11 @@ def finetune(out: Path, pretrained: Path, *extra: str) -> dict:
 
 
 def test_lora_run_counts_saves_adapter_and_exports_a_plain_backbone(pretrained, tmp_path):
-    from transferlab.checkpoint import load_backbone
-    from transferlab.export import export, rebuild_task
+    from transferlab.export import export
+    from transferlab.runner.restore import restore_task
+    from transferlab.utils.checkpoint import load_backbone
+
+    allowed = ["transferlab.", "torch.optim."]
 
     out = tmp_path / "ft"
     m = finetune(out, pretrained, "task.save_adapter=true", "optimizer.layer_decay=0.7")
@@ -54,14 +57,14 @@ def test_lora_run_counts_saves_adapter_and_exports_a_plain_backbone(pretrained, 
     assert not torch.equal(post["backbone.blocks.1.mlp.fc2.lora_B.default.weight"], torch.zeros_like(post["backbone.blocks.1.mlp.fc2.lora_B.default.weight"]))
 
     x = torch.randn(7, 1, 40)
-    full_task, _ = rebuild_task(str(last))
-    adapter_task, _ = rebuild_task(str(small))
+    full_task = restore_task(str(last), allowed).task
+    adapter_task = restore_task(str(small), allowed).task
     full_task.eval(), adapter_task.eval()
     with torch.no_grad():
         expected = full_task(x)
         assert torch.equal(adapter_task(x), expected)
 
-    merged = export(str(last), out=str(tmp_path / "merged.pt"))
+    merged = export(str(last), ["transferlab.", "torch.optim."], out=str(tmp_path / "merged.pt"))
     torch.save({"x": x, "logits": expected}, tmp_path / "io.pt")
     script = f"""
 import sys, torch

@@ -7,13 +7,13 @@ import torch
 
 from transferlab.backbones.cnn import CNN
 from transferlab.backbones.transformer import Transformer
+from transferlab.callbacks.online_probes import OnlineProbes, knn_predict
 from transferlab.data.spec import DataSpec
 from transferlab.errors import ConfigError
 from transferlab.tasks.augment import build_augment
 from transferlab.tasks.causal_lm import CausalLMTask
 from transferlab.tasks.contrastive import ContrastiveTask, nt_xent
 from transferlab.tasks.masked import MaskedTask
-from transferlab.tasks.probes import OnlineProbes, knn_predict
 
 OPT = {"_target_": "torch.optim.AdamW", "lr": 3e-3, "weight_decay": 0.0}
 SCHED = {"name": "constant"}
@@ -197,7 +197,7 @@ def test_masked_needs_transformer_and_text_mask_id():
 def test_masked_with_cnn_fails_before_training(tmp_path):
     from conftest import compose_cfg
 
-    from transferlab.run import train
+    from transferlab.runner.run import train
 
     cfg = compose_cfg(["task=masked", "model=cnn"], tmp_path)
     with pytest.raises(ConfigError, match=r"model='cnn' is invalid: task=masked needs model=transformer"):
@@ -210,8 +210,8 @@ def test_masked_with_cnn_fails_before_training(tmp_path):
 def test_ssl_run_logs_probes_and_hands_off_to_finetune(tmp_path, objective):
     from conftest import FAST, compose_cfg
 
-    from transferlab.checkpoint import backbone_state, load_checkpoint
-    from transferlab.run import run_stage
+    from transferlab.runner.stage import run_stage
+    from transferlab.utils.checkpoint import backbone_state, load_checkpoint
 
     common = FAST + ["model=transformer", "model.width=32", "model.depth=1", "data.classes=[0,1,2]"]
     pre = run_stage(compose_cfg(common + [f"task={objective}"], tmp_path / "pre"), tmp_path / "pre")
@@ -240,7 +240,7 @@ def test_online_probe_under_ddp_steps_on_every_ranks_batch(monkeypatch):
     """With 2 ranks the probe head takes one step on both ranks' features (gathered), as one process would."""
     from types import SimpleNamespace
 
-    from transferlab.tasks import probes
+    from transferlab.callbacks import online_probes as probes
 
     torch.manual_seed(0)
     mine, other = torch.randn(4, 8), torch.randn(4, 8)
@@ -262,7 +262,7 @@ def test_probe_accuracy_over_ranks_counts_every_sample(monkeypatch):
     """Test shards of 3 and 1 samples: 3/4 correct overall, not the mean of the ranks' 2/3 and 1/1."""
     from types import SimpleNamespace
 
-    from transferlab.tasks import probes
+    from transferlab.callbacks import online_probes as probes
 
     other = torch.tensor([1.0, 1.0])  # the other rank: 1 hit of 1 sample
     module = SimpleNamespace(all_gather=lambda t: torch.stack([t, other]))

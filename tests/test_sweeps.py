@@ -180,7 +180,7 @@ def test_sweep_configs_compose():
         assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.tasks_per_node == 2
         par = compose(config_name="train", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
         assert par.hydra.launcher._target_.endswith("JoblibLauncher") and par.hydra.launcher.n_jobs == 2
-        assert any(cb._target_ == "transferlab.sweep.SweepSummary" for cb in cfg.hydra.callbacks.values())
+        assert any(cb._target_ == "transferlab.sweeps.summary.SweepSummary" for cb in cfg.hydra.callbacks.values())
     GlobalHydra.instance().clear()
 
 
@@ -192,8 +192,8 @@ def test_failed_job_returns_the_worst_value_for_the_direction(tmp_path, directio
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from transferlab.run import TrainingDiverged
-    from transferlab.sweep import sweep_job
+    from transferlab.errors import TrainingDiverged
+    from transferlab.sweeps.job import sweep_job
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -43,7 +43,7 @@ def test_tokenizer_cache_hit_and_rebuild_on_config_change(tmp_path):
 
 @pytest.fixture(scope="module")
 def bbc(tmp_path_factory):
-    from transferlab.build import build_datamodule
+    from transferlab.runner.build import build_datamodule
 
     def make(*overrides):
         cfg = compose_cfg(["data=bbc_news", "data.max_length=32", "data.tokenizer.vocab_size=2000", *overrides],

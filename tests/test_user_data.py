@@ -38,7 +38,7 @@ def text_csv(tmp_path) -> Path:
 
 
 def datamodule(overrides: list[str], tmp_path: Path):
-    from transferlab.build import build_datamodule
+    from transferlab.runner.build import build_datamodule
 
     dm = build_datamodule(compose_cfg(overrides, tmp_path / "out"))
     dm.setup("fit")
@@ -46,7 +46,7 @@ def datamodule(overrides: list[str], tmp_path: Path):
 
 
 def test_numeric_csv_features_labels_and_run(numeric_csv, tmp_path):
-    from transferlab.run import run_stage
+    from transferlab.runner.stage import run_stage
 
     dm = datamodule(["data=csv", f"data.path={numeric_csv}", "data.label_column=y"], tmp_path)
     spec = dm.spec
@@ -89,7 +89,7 @@ def test_jsonl_json_and_parquet_read_like_csv(numeric_csv, tmp_path):
 
 
 def test_text_csv_tokenized_and_trained(text_csv, tmp_path):
-    from transferlab.run import run_stage
+    from transferlab.runner.stage import run_stage
 
     over = ["data=csv", f"data.path={text_csv}", "data.text_column=review", "data.label_column=sentiment",
             "data.max_length=12", "data.tokenizer.vocab_size=100"]
@@ -150,7 +150,7 @@ def image_root(tmp_path) -> Path:
 
 
 def test_image_folder(image_root, tmp_path):
-    from transferlab.run import run_stage
+    from transferlab.runner.stage import run_stage
 
     dm = datamodule(["data=image_folder", f"data.path={image_root}", "data.image_size=[8,8]", "data.test_fraction=0.4",
                      "data.val_fraction=0.34"], tmp_path)

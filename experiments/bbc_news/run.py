@@ -19,7 +19,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import output_dir, Job, Timer, fmt, load_rows, markdown_table, mean_std, parser, pyplot, run_jobs, save_rows, workdir  # noqa: E402
+from studylib import (  # noqa: E402
+    Job,
+    Timer,
+    fmt,
+    load_rows,
+    markdown_table,
+    mean_std,
+    output_dir,
+    parser,
+    pyplot,
+    run_jobs,
+    save_rows,
+    workdir,
+)
 
 OUT = output_dir(HERE)  # results, table and plot (a scratch folder for --smoke)
 

@@ -91,10 +91,8 @@ def write_results(name: str, payload: dict[str, Any], out: str | None = None) ->
 def print_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        lines.append("| " + " | ".join(f"{r[h]:.3g}" if isinstance(r[h], float) else str(r[h]) for h in header) + " |")
-    text = "\n".join(lines)
+    from transferlab.analysis.tables import markdown
+
+    text = markdown([{h: f"{v:.3g}" if isinstance(v, float) else str(v) for h, v in r.items()} for r in rows])
     print(text)
     return text

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import compose, load_average, machine, print_table, write_results
 
 PAIRS = {"mnist1d": "cnn", "digits": "cnn", "bbc_news": "transformer", "csv": "mlp"}
@@ -44,7 +43,7 @@ def loader_rate(dm, min_batches: int, min_seconds: float) -> tuple[float, int]:
 def model_rate(cfg, dm, steps: int, warmup: int = 3) -> float:
     import torch
 
-    from transferlab.build import build_backbone, build_task
+    from transferlab.runner.build import build_backbone, build_task
 
     task = build_task(cfg, build_backbone(cfg, dm.spec), dm.spec)
     opt = torch.optim.AdamW(task.parameters(), lr=1e-3)
@@ -83,7 +82,7 @@ def main() -> None:
             if name == "csv":
                 over.append(f"data.path={make_csv(tmp / 'table.csv')}")
             cfg = compose(over, tmp / name)
-            from transferlab.build import build_datamodule
+            from transferlab.runner.build import build_datamodule
 
             t0 = time.perf_counter()
             dm = build_datamodule(cfg)

@@ -55,8 +55,8 @@ def run_variant(name: str, overrides: list[str], out: Path, epochs: int, smoke: 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import transferlab.build as build
-    from transferlab.run import run_stage
+    import transferlab.runner.build as build
+    from transferlab.runner.stage import run_stage
 
     cuda = torch.cuda.is_available()
     GlobalHydra.instance().clear()

@@ -19,7 +19,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ALLOWED, compose, load_average, machine, median, model_overrides, print_table, steady_rate, write_results
+from common import (
+    ALLOWED,
+    compose,
+    load_average,
+    machine,
+    median,
+    model_overrides,
+    print_table,
+    steady_rate,
+    write_results,
+)
 
 DEFAULT_STEPS = {"small": 600, "mid": 200}
 
@@ -27,7 +37,7 @@ DEFAULT_STEPS = {"small": 600, "mid": 200}
 def transferlab_rate(size: str, steps: int, warmup: int, extra: list[str], workdir: Path) -> dict:
     from steptimer import StepTimer
 
-    from transferlab.run import run_stage
+    from transferlab.runner.stage import run_stage
 
     out = workdir / f"tl_{size}_{time.monotonic_ns()}"
     cfg = compose(["task=supervised", "data=mnist1d", *model_overrides(size), "trainer.max_epochs=-1",
@@ -48,7 +58,7 @@ def plain_rate(size: str, steps: int, warmup: int, workdir: Path) -> dict:
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from transferlab.build import build_backbone, build_datamodule
+    from transferlab.runner.build import build_backbone, build_datamodule
 
     cfg = compose(["task=supervised", "data=mnist1d", *model_overrides(size)], workdir / "plain")
     torch.manual_seed(cfg.seed)

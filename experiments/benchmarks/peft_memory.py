@@ -21,7 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ALLOWED, compose, load_average, machine, model_overrides, print_table, steady_rate, write_results
+from common import (
+    ALLOWED,
+    compose,
+    load_average,
+    machine,
+    model_overrides,
+    print_table,
+    steady_rate,
+    write_results,
+)
 
 
 def rss_mb() -> float:
@@ -30,11 +39,10 @@ def rss_mb() -> float:
 
 
 def child(method: str, steps: int, warmup: int, out: str, size: str) -> None:
+    import peft  # noqa: F401  (imported up front by every method, so RSS growth is training's, not LoRA's import)
     from steptimer import MemoryProbe, StepTimer
 
-    from transferlab.run import run_stage
-
-    import peft  # noqa: F401  (imported up front by every method, so RSS growth is training's, not LoRA's import)
+    from transferlab.runner.stage import run_stage
 
     run_dir = Path(out).with_suffix("")
     cfg = compose(["task=finetune", f"peft={method}", "data=mnist1d", *model_overrides(size), "trainer.max_epochs=-1",

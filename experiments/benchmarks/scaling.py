@@ -20,7 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ALLOWED, ROOT, load_average, machine, model_overrides, print_table, steady_rate, write_results
+from common import (
+    ALLOWED,
+    ROOT,
+    load_average,
+    machine,
+    model_overrides,
+    print_table,
+    steady_rate,
+    write_results,
+)
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = {  # name -> (trainer overrides, extra environment)

@@ -36,7 +36,7 @@ def child(rate: str, out: str) -> None:
         stops.append(time.perf_counter() - t0)
 
     rich_progress.CustomProgress.stop = timed_stop
-    from transferlab.run import train
+    from transferlab.runner.run import train
 
     run_dir = Path(out).with_suffix("")
     cfg = compose([*SHORT, f"callbacks.progress_bar.refresh_rate={rate}"], run_dir)

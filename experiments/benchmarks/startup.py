@@ -23,7 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ALLOWED, ROOT, load_average, machine, median, print_table, write_results
+from common import (
+    ALLOWED,
+    ROOT,
+    load_average,
+    machine,
+    median,
+    print_table,
+    write_results,
+)
 
 HERE = Path(__file__).resolve().parent
 WATCHED = ("peft", "transformers", "tokenizers", "wandb", "matplotlib", "tensorboard", "datasets", "optuna", "sklearn",
@@ -78,10 +86,17 @@ def child(out: str, t0: float, extra: list[str]) -> None:
     floor_modules = set(sys.modules)
     from common import compose
 
-    from transferlab.build import build_backbone, build_callbacks, build_datamodule, build_loggers, build_task, build_trainer
+    from transferlab.config.stages import stage_config
     from transferlab.config.validate import validate
-    from transferlab.pipeline import stage_config
-    from transferlab.run import run_stage  # noqa: F401  (what train() imports)
+    from transferlab.runner.build import (
+        build_backbone,
+        build_callbacks,
+        build_datamodule,
+        build_loggers,
+        build_task,
+        build_trainer,
+    )
+    from transferlab.runner.stage import run_stage  # noqa: F401  (what train() imports)
 
     marks["import hydra+transferlab"] = time.time()
     run_dir = Path(out).with_suffix("")

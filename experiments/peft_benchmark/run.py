@@ -6,7 +6,7 @@ One command (from the repo root):
 
 Pretrains `model=transformer` (width 64, depth 4) supervised on MNIST-1D classes 0-4 once per seed,
 then fine-tunes on classes 5-9 with every method, through transferlab's own API: each run is the
-real config tree composed with Hydra's compose API and executed by `transferlab.run.run_stage`
+real config tree composed with Hydra's compose API and executed by `transferlab.runner.stage.run_stage`
 (the same code path as `python -m transferlab.train task=finetune peft=... task.pretrained=...`).
 Writes results.csv (one row per run), summary.csv, tables.md and frontier.png next to this file;
 run folders go to outputs/peft_benchmark (git-ignored). Finished runs are reused on a rerun.
@@ -50,7 +50,8 @@ FEW_SHOT_METHODS = ["scratch", "full", "linear_probe", "lora_r1", "lora_r4", "ad
 
 
 def compose(overrides: list[str], out: Path):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
@@ -80,7 +81,7 @@ def run(overrides: list[str], out: Path) -> dict:
     """One run_stage; its metrics.json gains the run's own peak RSS."""
     import torch
 
-    from transferlab.run import run_stage
+    from transferlab.runner.stage import run_stage
 
     torch.set_num_threads(1)
     metrics = out / "metrics.json"

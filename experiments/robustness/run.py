@@ -19,7 +19,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import output_dir, Job, Timer, downstream_trainer, fmt, group, markdown_table, mean_std, parser, pyplot, rows_of, run_stages, write_table, save_study, workdir  # noqa: E402
+from studylib import (  # noqa: E402
+    Job,
+    Timer,
+    downstream_trainer,
+    fmt,
+    group,
+    markdown_table,
+    mean_std,
+    output_dir,
+    parser,
+    pyplot,
+    rows_of,
+    run_stages,
+    save_study,
+    workdir,
+    write_table,
+)
 
 OUT = output_dir(HERE)  # results, table and plot (a scratch folder for --smoke)
 

@@ -51,7 +51,7 @@ def compose(overrides: list[str], out: Path, config_name: str = "train"):
 
 def run(overrides: list[str], out: Path) -> dict:
     """One training run in-process (skipped when its metrics.json exists: the study resumes)."""
-    from transferlab.run import train
+    from transferlab.runner.run import train
 
     if not (out / "metrics.json").is_file():
         train(compose([*overrides, "trainer.enable_progress_bar=false"], out))
@@ -109,10 +109,10 @@ def _random_knn(seed: int, common: list[str], out: Path) -> dict:
     """k-NN on the features of the untrained backbone (seeded as scratch fine-tuning is)."""
     import pytorch_lightning as pl
 
-    from transferlab.build import build_backbone, build_datamodule
+    from transferlab.callbacks.online_probes import knn_predict
     from transferlab.knn import features
-    from transferlab.summary import write_summary
-    from transferlab.tasks.probes import knn_predict
+    from transferlab.runner.build import build_backbone, build_datamodule
+    from transferlab.runner.summary import write_summary
 
     if not (out / "metrics.json").is_file():
         cfg = compose([*common, "task=finetune", f"data.classes={TARGET}", f"data.labels_per_class={LABELS}"], out)

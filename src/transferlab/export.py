@@ -8,66 +8,14 @@ its adapter file (`task.save_adapter=true`); an adapter file is reloaded onto it
 backbone (recorded in the file, or `pretrained=`).
 """
 
-import sys
 from pathlib import Path
 from typing import Any
 
-from transferlab.cli import report_user_errors
-from transferlab.errors import UserError
+from omegaconf import DictConfig
 
-KEYS = {"ckpt_path": "a checkpoint, run folder or adapter file (required)",
-        "out": "output file (default: <ckpt>.merged.pt beside it)",
-        "pretrained": "for an adapter file: the pretrained backbone it was trained on (default: recorded in the file)"}
+from transferlab.runner.entry import hydra_entry
+
 FORMAT = "transferlab-merged/1"
-
-
-def parse_args(argv: list[str]) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in KEYS:
-            raise UserError(f"export argument {item!r} is invalid: use key=value with keys {list(KEYS)}")
-        args[key] = value
-    if not args.get("ckpt_path"):
-        raise UserError("export needs ckpt_path=PATH (a checkpoint, run folder or adapter file)")
-    return args
-
-
-def rebuild_task(ckpt_path: str, pretrained: str | None = None):
-    """The fine-tuned task of a checkpoint or adapter file, rebuilt from the config stored in it."""
-    from omegaconf import OmegaConf
-
-    from transferlab.adaptation.artifact import is_adapter_file, load_adapter
-    from transferlab.build import build_backbone, build_datamodule, build_task
-    from transferlab.checkpoint import load_checkpoint, resolve_checkpoint
-    from transferlab.errors import CheckpointError
-
-    path = resolve_checkpoint(ckpt_path)
-    ckpt = load_checkpoint(path)
-    adapter = is_adapter_file(ckpt)
-    config = ckpt.get("config") if adapter else (ckpt.get("hyper_parameters") or {}).get("config")
-    if not config:
-        raise CheckpointError(f"{path} stores no run config (hyper_parameters.config): it was not written by transferlab")
-    cfg = OmegaConf.create(config)
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
-    backbone = build_backbone(cfg, datamodule.spec)
-    if adapter:
-        base = pretrained or ckpt.get("pretrained")
-        task = build_task(cfg, backbone, datamodule.spec, config=config, pretrained=base)
-        frozen = [n for n, p in task.named_parameters() if not p.requires_grad]
-        if frozen and not base:
-            raise CheckpointError(f"{path} comes from a run without task.pretrained (a random backbone): "
-                                  "its frozen weights are not in the adapter file; export its last.ckpt instead")
-        load_adapter(task, path)
-    else:
-        task = build_task(cfg, backbone, datamodule.spec, config=config, pretrained=None)
-        state = ckpt.get("state_dict", {})
-        missing = sorted(k for k in task.state_dict() if k.startswith(("backbone.", "head.")) and k not in state)
-        if missing:
-            raise CheckpointError(f"{path} does not match its own config: missing {missing[:4]}")
-        task.load_state_dict(state, strict=False)
-    return task, config
 
 
 def merged_payload(task, config: dict[str, Any]) -> dict[str, Any]:
@@ -83,30 +31,24 @@ def merged_payload(task, config: dict[str, Any]) -> dict[str, Any]:
     return {"format": FORMAT, "merged_from": merged_from, "state_dict": state, "hyper_parameters": {"config": config}}
 
 
-def export(ckpt_path: str, out: str | None = None, pretrained: str | None = None) -> Path:
+def export(ckpt_path: str, allowed_targets: list[str], out: str | None = None, pretrained: str | None = None) -> Path:
     import torch
 
-    from transferlab.checkpoint import resolve_checkpoint
+    from transferlab.runner.restore import restore_task
+    from transferlab.utils.io import atomic_open
 
-    task, config = rebuild_task(ckpt_path, pretrained)
-    task.eval()
-    payload = merged_payload(task, config)
-    src = resolve_checkpoint(ckpt_path)
-    target = Path(out) if out else src.with_name(src.stem + ".merged.pt")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, target)
+    restored = restore_task(ckpt_path, allowed_targets, stage="fit", pretrained=pretrained)
+    payload = merged_payload(restored.task.eval(), restored.config)
+    target = Path(out) if out else restored.file.with_name(restored.file.stem + ".merged.pt")
+    with atomic_open(target, "wb") as f:
+        torch.save(payload, f)
     return target
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\nkeys:\n" + "\n".join(f"  {k}: {v}" for k, v in KEYS.items()))
-        return
-    args = parse_args(argv)
-    path = export(args["ckpt_path"], args.get("out"), args.get("pretrained"))
-    print(f"merged backbone written to {path}")
+@hydra_entry("export")
+def main(cfg: DictConfig) -> None:
+    path = export(str(cfg.ckpt_path), list(cfg.allowed_targets), cfg.get("out"), cfg.get("pretrained"))
+    print(f"merged backbone written to {path}", flush=True)
 
 
 if __name__ == "__main__":

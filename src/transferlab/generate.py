@@ -8,36 +8,25 @@ cached next to the data), so no training-time flags need repeating.
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from transferlab.cli import CONFIG_DIR, report_user_errors
+from transferlab.runner.entry import hydra_entry
 
 
 def load_language_model(ckpt_path: str, allowed_targets: list[str]):
-    """(task, tokenizer) of a causal_lm checkpoint."""
-    from transferlab.build import build_backbone, build_datamodule, build_task
-    from transferlab.checkpoint import load_checkpoint, resolve_checkpoint, stored_config
+    """(task, tokenizer) of a causal_lm checkpoint; its stored data section names the tokenizer."""
     from transferlab.errors import CheckpointError
+    from transferlab.runner.restore import restore_task
 
-    ckpt_file = resolve_checkpoint(ckpt_path)
-    ckpt = load_checkpoint(ckpt_file)
-    stored = stored_config(ckpt, ckpt_file)
-    target = str((stored.get("task") or {}).get("_target_", ""))
-    if not target.endswith("CausalLMTask"):
-        raise CheckpointError(f"{ckpt_file} was trained with task={(stored.get('task') or {}).get('name')}: "
+    restored = restore_task(ckpt_path, allowed_targets, stage="fit")  # the tokenizer comes back from its cache
+    file, stored = restored.file, restored.config
+    if not str(stored["task"].get("_target_", "")).endswith("CausalLMTask"):
+        raise CheckpointError(f"{file} was trained with task={stored['task'].get('name')}: "
                               "generate needs a task=causal_lm checkpoint")
-    cfg = OmegaConf.create({k: stored[k] for k in ("data", "model", "task", "optimizer", "scheduler") if k in stored})
-    cfg.allowed_targets = list(allowed_targets)
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")  # the tokenizer comes back from its cache (or is retrained identically)
-    tokenizer = getattr(datamodule, "tokenizer", None)
+    tokenizer = getattr(restored.datamodule, "tokenizer", None)
     if tokenizer is None:
-        raise CheckpointError(f"{ckpt_file}: its data section (data={stored['data'].get('name')}) has no tokenizer")
-    spec = datamodule.spec
-    task = build_task(cfg, build_backbone(cfg, spec), spec, config=stored)
-    task.load_state_dict(ckpt["state_dict"])
-    return task.eval(), tokenizer
+        raise CheckpointError(f"{file}: its data section (data={stored['data'].get('name')}) has no tokenizer")
+    return restored.task.eval(), tokenizer
 
 
 def sample(task, tokenizer, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None,
@@ -57,7 +46,7 @@ def sample(task, tokenizer, prompt: str, max_new_tokens: int, temperature: float
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     from transferlab.errors import ConfigError
-    from transferlab.summary import atomic_write_text
+    from transferlab.utils.io import atomic_write_text
 
     if not (isinstance(cfg.max_new_tokens, int) and cfg.max_new_tokens > 0):
         raise ConfigError("max_new_tokens", cfg.max_new_tokens, "a positive integer")
@@ -78,8 +67,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     return samples
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
-@report_user_errors
+@hydra_entry("generate")
 def main(cfg: DictConfig) -> None:
     for s in run(cfg):
         print(s["text"], flush=True)

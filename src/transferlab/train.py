@@ -1,18 +1,13 @@
 """`python -m transferlab.train [overrides]`: pretrain, fine-tune, or run a pipeline of stages."""
 
-import hydra
 from omegaconf import DictConfig
 
-from transferlab.cli import CONFIG_DIR, friendly_hydra_errors, report_user_errors
-from transferlab.sweep import sweep_job
+from transferlab.runner.entry import hydra_entry
 
 
-@friendly_hydra_errors
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-@report_user_errors
-@sweep_job
+@hydra_entry("train", sweep=True)
 def main(cfg: DictConfig) -> float | None:
-    from transferlab.run import train
+    from transferlab.runner.run import train
 
     return train(cfg)
 

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from transferlab.checkpoint import load_checkpoint
 from transferlab.errors import CheckpointError
+from transferlab.utils.checkpoint import check_state_matches, load_checkpoint
+from transferlab.utils.io import atomic_open
 
 FORMAT = "transferlab-adapter/1"
 FILENAME = "adapter.pt"
@@ -30,8 +31,6 @@ def adapter_state(task: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_adapter(task: nn.Module, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pretrained = getattr(task, "pretrained", None)
     config = dict(getattr(task, "hparams", {}).get("config", {}) or {})
     payload: dict[str, Any] = {
@@ -41,10 +40,9 @@ def save_adapter(task: nn.Module, path: str | Path) -> Path:
         "pretrained": str(Path(pretrained).resolve()) if pretrained else None,
         "config": config,
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
+    return Path(path)
 
 
 def is_adapter_file(ckpt: dict[str, Any]) -> bool:
@@ -57,11 +55,6 @@ def load_adapter(task: nn.Module, path: str | Path) -> nn.Module:
     if not is_adapter_file(ckpt):
         raise CheckpointError(f"{path} is not an adapter file (format {ckpt.get('format')!r}, expected {FORMAT!r})")
     state = ckpt["state_dict"]
-    own = task.state_dict()
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
-    if unexpected or shapes:
-        raise CheckpointError(f"{path} does not match this model (peft={ckpt.get('peft')!r} in the file): "
-                              f"unexpected {unexpected[:4]}, shape mismatch {shapes[:4]}")
+    check_state_matches(task.state_dict(), state, path, f"this model (peft={ckpt.get('peft')!r} in the file)", strict=False)
     task.load_state_dict(state, strict=False)
     return task

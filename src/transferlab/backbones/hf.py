@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from transferlab.backbones.base import Backbone
+from transferlab.backbones.base import Backbone, masked_mean
 from transferlab.errors import ConfigError, UserError
 
 # LoRA targets where peft's own table (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) has none.
@@ -27,7 +27,9 @@ POOLS = ("auto", "cls", "mean", "last")
 def default_lora_targets(model_type: str) -> tuple[str, ...]:
     """peft's per-architecture default LoRA targets (the maintained table), else ours, else none."""
     try:
-        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as mapping
+        from peft.utils import (
+            TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as mapping,
+        )
     except ImportError:
         mapping = {}
     return tuple(mapping.get(model_type) or EXTRA_LORA_TARGETS.get(model_type, ()))
@@ -108,10 +110,7 @@ class HFBackbone(Backbone):
                 return h[:, -1]
             last = (mask.sum(1) - 1).clamp_min(0)
             return h[torch.arange(h.shape[0], device=h.device), last]
-        if mask is None:
-            return h.mean(1)
-        m = mask.unsqueeze(-1).to(h.dtype)
-        return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return masked_mean(h, mask)
 
 
 def _build_model(input_shape: tuple[int, ...], name_or_path: str | None, pretrained: bool, model_type: str,

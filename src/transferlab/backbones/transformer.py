@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferlab.backbones.base import Backbone
+from transferlab.backbones.base import Backbone, masked_mean
 
 
 class Attention(nn.Module):
@@ -158,11 +158,7 @@ class Transformer(Backbone):
         h = self.forward_tokens(x)
         if self.pool == "cls":
             return h[:, 0]
-        mask = self.padding_mask(x)
-        if mask is None:
-            return h[:, 1:].mean(1)
-        m = mask.unsqueeze(-1).to(h.dtype)
-        return (h[:, 1:] * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return masked_mean(h[:, 1:], self.padding_mask(x))
 
 
 def _init(module: nn.Module) -> None:

@@ -25,9 +25,8 @@ def check_targets(node: Any, allowed: tuple[str, ...] = DEFAULT_ALLOWED, where: 
 
 
 def instantiate(node: Any, allowed: tuple[str, ...] = DEFAULT_ALLOWED, **kwargs: Any) -> Any:
-    from hydra.utils import instantiate as hydra_instantiate
-
     from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
 
     from transferlab.errors import UserError
 
@@ -47,3 +46,10 @@ def to_plain(node: Any) -> Any:
     if isinstance(node, (DictConfig, ListConfig)):
         return OmegaConf.to_container(node, resolve=True)
     return node
+
+
+def task_kind(task_cfg: Any) -> str:
+    """`pretrain` or `finetune`: the `kind` of the task class a config names (imports it)."""
+    from hydra.utils import get_class
+
+    return getattr(get_class(str(task_cfg._target_)), "kind", "pretrain")

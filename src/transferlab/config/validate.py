@@ -1,54 +1,44 @@
 """Pre-flight checks of a composed config: every mistake the config shows fails here, in one line.
 
-Three passes, cheapest first, over every stage of a pipeline before any stage trains:
+Two passes, cheapest first, over every stage of a pipeline before any stage trains (a third,
+which builds data, is `runner.build.dry_build_later_stages`):
 1. config only (no torch import): interpolations resolve, schema types and ranges
    (`config/schema.py`), `_target_` allowlist, CPU `devices`;
 2. target classes (imports them, still no data): unknown keys of `_target_` nodes, pretraining
    task with a `peft` method, GPU `devices`;
-3. later pipeline stages whose mistakes only data shows (`labels_per_class`, `peft.target_modules`):
-   their datamodule is set up and their backbone built and adapted, so the error comes before
-   the first stage trains rather than after it.
 """
 
 import inspect
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.config.instantiate import check_targets
+from transferlab.config.instantiate import check_targets, task_kind
 from transferlab.config.schema import check_schema
+from transferlab.config.stages import stages as expand_stages
 from transferlab.errors import ConfigError
 
 # keys a group's node may carry besides its target's constructor arguments (read by build.py / optim.py)
 EXTRA_KEYS = {
     "data": {"name"},
     "model": {"name"},
-    "task": {"name"},
+    "task": {"name", "monitor", "monitor_mode"},  # monitor*: read by callbacks (checkpoint, early stopping)
     "peft": {"name"},
     "optimizer": {"name", "layer_decay"},
+    "scheduler": {"name"},
 }
 # groups whose node's own `_target_` is instantiated with its keys as arguments
-TARGET_GROUPS = ("data", "model", "task", "peft", "optimizer", "trainer")
+TARGET_GROUPS = ("data", "model", "task", "peft", "optimizer", "scheduler", "trainer")
 # arguments build.py passes itself (a config must not set them)
 PASSED_BY_BUILD = {
     "model": {"input_shape", "vocab_size", "pad_id"},
     "task": {"backbone", "spec", "optimizer", "scheduler", "run_config", "adaptation"},
     "trainer": {"callbacks", "logger", "default_root_dir"},
+    "scheduler": {"optimizer", "total_steps"},
 }
 FRAMEWORK_MODULES = ("torch", "pytorch_lightning", "lightning", "lightning_fabric", "builtins")
-
-
-def _stages(cfg: DictConfig) -> Iterator[tuple[str | None, DictConfig]]:
-    if "stages" in cfg.task:
-        from transferlab.pipeline import stage_config
-
-        for name in cfg.task.stages:
-            yield name, stage_config(cfg, name, Path(str(cfg.paths.output_dir)))
-    else:
-        yield None, cfg
 
 
 def _in_stage(name: str | None, fn, cfg: DictConfig) -> None:
@@ -121,7 +111,16 @@ def validate_config_only(cfg: DictConfig) -> None:
 
 
 def accepted_keys(cls) -> set[str] | None:
-    """Constructor argument names of `cls`, following `**kwargs` up the class hierarchy; None = anything."""
+    """Constructor argument names of `cls` (or a factory function's arguments), following `**kwargs` up the
+    class hierarchy; None = anything."""
+    if not isinstance(cls, type):
+        try:
+            params = inspect.signature(cls).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind == p.VAR_KEYWORD for p in params):
+            return None
+        return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     names: set[str] = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -162,14 +161,13 @@ def check_unknown_keys(cfg: DictConfig, group: str) -> None:
 
         close = difflib.get_close_matches(key, sorted(valid), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"{group}.{key}", node.get(key), f"not a key of {cls.__name__}: {hint}valid keys are {sorted(valid)}")
+        raise ConfigError(f"{group}.{key}", node.get(key),
+                          f"not a key of {getattr(cls, '__name__', cls)}: {hint}valid keys are {sorted(valid)}")
 
 
 def check_task_peft(cfg: DictConfig) -> None:
     if "_target_" not in cfg.task:
         return
-    from transferlab.build import task_kind
-
     if task_kind(cfg.task) != "finetune" and cfg.peft.get("name") not in (None, "full"):
         raise ConfigError("peft", cfg.peft.get("name"),
                           f"task={cfg.task.name} is a pretraining task that trains the whole backbone: use peft=full, or task=finetune")
@@ -221,32 +219,10 @@ def validate_targets(cfg: DictConfig, pipeline_stage: bool = False) -> None:
     check_gpu_devices(cfg)
 
 
-def _needs_dry_build(cfg: DictConfig) -> bool:
-    peft_targets = cfg.get("peft") is not None and cfg.peft.get("target_modules") is not None
-    return cfg.data.get("labels_per_class") is not None or peft_targets
-
-
-def dry_build(cfg: DictConfig) -> None:
-    """Pass 3 for a later pipeline stage: set up its data, build and adapt its backbone (no training)."""
-    from transferlab.build import allowed_targets, build_backbone, build_datamodule, task_kind
-    from transferlab.config.instantiate import instantiate
-
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
-    if "_target_" in cfg.task and task_kind(cfg.task) == "finetune" and cfg.peft.get("target_modules") is not None:
-        backbone = build_backbone(cfg, datamodule.spec)
-        instantiate(cfg.peft, allowed_targets(cfg)).attach(backbone)
-
-
-def validate_stage(cfg: DictConfig) -> None:
-    validate_config_only(cfg)
-    validate_targets(cfg)
-
-
 def validate(cfg: DictConfig) -> None:
     """Validate a single-stage config, or every stage of a pipeline, each pass over all stages."""
     try:
-        stages = list(_stages(cfg))
+        stages = list(expand_stages(cfg))
     except OmegaConfBaseException as e:
         raise ConfigError(str(getattr(e, "full_key", None) or "task.stages"), None,
                           f"must resolve ({str(e).splitlines()[0]})") from None
@@ -256,6 +232,3 @@ def validate(cfg: DictConfig) -> None:
         check_paths(cfg)
     for name, stage in stages:
         _in_stage(name, lambda c: validate_targets(c, pipeline_stage=name is not None), stage)
-    for name, stage in stages[1:]:
-        if _needs_dry_build(stage):
-            _in_stage(name, dry_build, stage)

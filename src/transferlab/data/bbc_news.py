@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.splits import stratified_split
+from transferlab.data.splits import HeldOutTestSplit
 from transferlab.data.text import TextDataModule
 from transferlab.errors import UserError
 
@@ -43,20 +43,18 @@ def read_corpus(root: Path | None = None) -> tuple[list[str], np.ndarray, list[s
     return texts, np.asarray(labels, dtype=np.int64), names
 
 
-class BBCNewsDataModule(TextDataModule):
+class BBCNewsDataModule(HeldOutTestSplit, TextDataModule):
     """Topic classification; a fixed stratified test split (`test_fraction`, `test_seed`), same for every run seed."""
 
     corpus_name = "bbc_news"
 
-    def __init__(self, test_fraction: float = 0.2, test_seed: int = 0, **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.test_fraction = test_fraction
-        self.test_seed = test_seed
         self._names: list[str] | None = None
 
     def load_texts(self):
         texts, y, self._names = read_corpus()
-        train, test = stratified_split(y, self.test_fraction, self.test_seed)
+        train, test = self.held_out_split(y)
         return [texts[i] for i in train], y[train], [texts[i] for i in test], y[test]
 
     def all_class_names(self) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from transferlab.data.base import ArrayDataModule
-from transferlab.data.splits import stratified_split
+from transferlab.data.splits import HeldOutTestSplit
 from transferlab.errors import ConfigError, UserError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -66,13 +66,13 @@ def load_images(files: Sequence[Path], channels: int, size: tuple[int, int] | No
     return out
 
 
-class ImageFolderDataModule(ArrayDataModule):
+class ImageFolderDataModule(HeldOutTestSplit, ArrayDataModule):
     """Images of shape (channels, H, W) from `path` (and optionally `test_path`)."""
 
     modality = "image"
 
     def __init__(self, path: str | None = None, test_path: str | None = None, image_size: Sequence[int] | int | None = None,
-                 channels: int = 3, test_fraction: float = 0.2, test_seed: int = 0, **kwargs: Any):
+                 channels: int = 3, **kwargs: Any):
         super().__init__(**kwargs)
         if channels not in (1, 3):
             raise ConfigError("data.channels", channels, "1 (grey) or 3 (RGB)")
@@ -83,7 +83,6 @@ class ImageFolderDataModule(ArrayDataModule):
         self.path, self.test_path = path, test_path
         self.image_size = tuple(int(s) for s in image_size) if image_size is not None else None
         self.channels = channels
-        self.test_fraction, self.test_seed = test_fraction, test_seed
         self._names: list[str] = []
 
     def load_arrays(self):
@@ -97,7 +96,7 @@ class ImageFolderDataModule(ArrayDataModule):
             x = load_images(files, self.channels, self.image_size)
             return x, y, load_images(test_files, self.channels, self.image_size or tuple(x.shape[2:])), y_test
         x = load_images(files, self.channels, self.image_size)
-        train, test = stratified_split(y, self.test_fraction, self.test_seed)
+        train, test = self.held_out_split(y)
         return x[train], y[train], x[test], y[test]
 
     def all_class_names(self) -> list[str]:

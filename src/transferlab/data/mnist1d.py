@@ -10,6 +10,7 @@ import numpy as np
 from transferlab.data.base import ArrayDataModule
 from transferlab.data.splits import select_classes
 from transferlab.errors import ConfigError
+from transferlab.utils.io import atomic_open
 
 # The generator's knobs and the package's defaults (mnist1d.data.get_dataset_args).
 GENERATOR_DEFAULTS = {
@@ -31,10 +32,8 @@ def generate(args: dict, cache_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
     data = make_dataset(ObjectView(dict(args)))
     arrays = {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
     return arrays
 
 

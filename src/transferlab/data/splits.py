@@ -47,3 +47,16 @@ def fraction_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
         idx = rng.permutation(np.flatnonzero(y == c))
         chosen.append(idx[: max(1, int(round(len(idx) * fraction)))])
     return np.sort(np.concatenate(chosen))
+
+
+class HeldOutTestSplit:
+    """Mixin for sources without a test split of their own: a fixed stratified `test_fraction`,
+    drawn with `test_seed`, is held out as the test set — the same for every run seed."""
+
+    def __init__(self, *args, test_fraction: float = 0.2, test_seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.test_fraction, self.test_seed = test_fraction, test_seed
+
+    def held_out_split(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(train indices, test indices) of labels `y`."""
+        return stratified_split(y, self.test_fraction, self.test_seed)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.data.splits import stratified_split
+from transferlab.data.splits import HeldOutTestSplit
 from transferlab.data.text import TextDataModule
 from transferlab.errors import ConfigError, UserError
 
@@ -114,17 +114,16 @@ def _label_name(v: Any) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-class TableDataModule(TextDataModule):
+class TableDataModule(HeldOutTestSplit, TextDataModule):
     """Text (with `text_column`) or tabular features (F,) from a table file; see the module docstring."""
 
     def __init__(self, path: str | None = None, label_column: str = "label", text_column: str | None = None,
                  feature_columns: Sequence[str] | None = None, test_path: str | None = None,
-                 test_fraction: float = 0.2, test_seed: int = 0, normalize: bool = True, **kwargs: Any):
+                 normalize: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         self.path, self.test_path = path, test_path
         self.label_column, self.text_column = label_column, text_column
         self.feature_columns = list(feature_columns) if feature_columns is not None else None
-        self.test_fraction, self.test_seed = test_fraction, test_seed
         self.standardize = normalize
         self.modality = "text" if text_column else "tabular"
         self.corpus_name = Path(str(path or "table")).stem
@@ -173,7 +172,7 @@ class TableDataModule(TextDataModule):
             return cols, y, test, np.asarray([index[k] for k in keys[len(labels):]], dtype=np.int64)
         if len(order) < 2:
             raise UserError(f"{source}: column {self.label_column!r} has a single class ({self._names}); classification needs two or more")
-        train, held = stratified_split(y, self.test_fraction, self.test_seed)
+        train, held = self.held_out_split(y)
         take = lambda c, idx: {k: [v[i] for i in idx] for k, v in c.items()}  # noqa: E731
         return take(cols, train), y[train], take(cols, held), y[held]
 

@@ -18,6 +18,7 @@ from transferlab.data.base import ArrayDataModule
 from transferlab.data.spec import DataSpec
 from transferlab.data.tokenizer import Tokenizer, build_tokenizer, corpus_fingerprint
 from transferlab.errors import ConfigError
+from transferlab.utils.io import atomic_open
 
 
 class TextDataModule(ArrayDataModule):
@@ -92,8 +93,6 @@ def encode_cached(tokenizer: Tokenizer, parts: list[list[str]], max_length: int,
         with np.load(path) as f:
             return [f[f"part{i}"] for i in range(len(parts))]
     arrays = [tokenizer.encode_batch(texts, max_length) for texts in parts]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **{f"part{i}": a for i, a in enumerate(arrays)})
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **{f"part{i}": a for i, a in enumerate(arrays)})
     return arrays

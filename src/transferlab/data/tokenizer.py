@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from transferlab.errors import ConfigError, UserError
+from transferlab.utils.io import atomic_write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 KINDS = ("wordpiece", "bpe")
@@ -158,10 +159,7 @@ def train_tokenizer(texts: Sequence[str], kind: str = "wordpiece", vocab_size: i
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
                                                 special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    backend.save(str(tmp))
-    os.replace(tmp, path)
+    atomic_write_text(path, backend.to_str())
     return TrainedTokenizer(backend, path, cache_hit=False)
 
 

@@ -20,7 +20,7 @@ class BaseTask(pl.LightningModule):
     kind = "pretrain"
 
     def __init__(self, backbone: nn.Module, spec: DataSpec, optimizer: dict[str, Any], scheduler: dict[str, Any],
-                 name: str, monitor: str = "val/loss", monitor_mode: str = "min", run_config: dict[str, Any] | None = None):
+                 name: str, run_config: dict[str, Any] | None = None):
         super().__init__()
         self.backbone = backbone
         self.spec = spec

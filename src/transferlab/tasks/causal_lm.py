@@ -13,6 +13,7 @@ from torch import nn
 
 from transferlab.backbones.transformer import Transformer
 from transferlab.errors import ConfigError
+from transferlab.tasks.lm_head import vocab_head, vocab_logits
 from transferlab.tasks.masked import require_transformer
 from transferlab.tasks.ssl import SSLTask
 
@@ -36,13 +37,11 @@ class CausalLMTask(SSLTask):
         self.tie_weights = bool(tie_weights)
         width, vocab = self.backbone.feature_dim, self.spec.vocab_size
         self.lm_norm = nn.LayerNorm(width)
-        self.lm_head = None if self.tie_weights else nn.Linear(width, vocab, bias=False)
-        self.lm_bias = nn.Parameter(torch.zeros(vocab))
+        self.lm_head, self.lm_bias = vocab_head(width, vocab, self.tie_weights)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         """Token features -> vocabulary logits (through the embedding when tied)."""
-        weight = self.backbone.embed_tokens.weight if self.tie_weights else self.lm_head.weight
-        return F.linear(self.lm_norm(h), weight, self.lm_bias)
+        return vocab_logits(self.lm_norm(h), self.backbone, self.lm_head, self.lm_bias)
 
     def objective(self, x: torch.Tensor, generator: torch.Generator | None):
         h = self.backbone.forward_tokens(x, is_causal=True)[:, :-1]  # [CLS], t0 .. t_{L-2} -> t0 .. t_{L-1}

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferlab.distributed import world_size
+from transferlab.distributed.world import world_size
 from transferlab.tasks.augment import build_augment
 from transferlab.tasks.ssl import SSLTask
 

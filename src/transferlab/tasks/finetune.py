@@ -4,8 +4,8 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.adaptation.base import Adaptation
-from transferlab.checkpoint import load_backbone
 from transferlab.tasks.classifier import ClassifierTask
+from transferlab.utils.checkpoint import load_backbone
 
 
 class FinetuneTask(ClassifierTask):

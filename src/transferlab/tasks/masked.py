@@ -15,6 +15,7 @@ from torch import nn
 
 from transferlab.backbones.transformer import Block, Transformer
 from transferlab.errors import ConfigError
+from transferlab.tasks.lm_head import vocab_head, vocab_logits
 from transferlab.tasks.ssl import SSLTask
 
 
@@ -98,12 +99,10 @@ class MaskedTask(SSLTask):
         self.random_prob, self.keep_prob = float(mlm.get("random_prob", 0.1)), float(mlm.get("keep_prob", 0.1))
         self.tie_weights = bool(mlm.get("tie_weights", True))
         self.lm_transform = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width))
-        self.lm_head = None if self.tie_weights else nn.Linear(width, vocab, bias=False)
-        self.lm_bias = nn.Parameter(torch.zeros(vocab))
+        self.lm_head, self.lm_bias = vocab_head(width, vocab, self.tie_weights)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        weight = self.backbone.embed_tokens.weight if self.tie_weights else self.lm_head.weight
-        return F.linear(self.lm_transform(h), weight, self.lm_bias)
+        return vocab_logits(self.lm_transform(h), self.backbone, self.lm_head, self.lm_bias)
 
     def _mlm(self, x: torch.Tensor, generator: torch.Generator | None):
         real = x != self.pad_id if self.pad_id is not None else torch.ones_like(x, dtype=torch.bool)

@@ -2,7 +2,11 @@
 
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassF1Score,
+)
 
 
 def classification_metrics(num_classes: int, calibration: bool = False) -> nn.ModuleDict:

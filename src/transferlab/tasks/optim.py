@@ -1,13 +1,13 @@
 """Optimizer (+ layer-wise LR decay, no decay on biases/norms) and LR schedule from config."""
 
+import inspect
 import math
 from typing import Any
 
 import torch
-from hydra.utils import get_class
+from hydra.utils import get_class, get_object
 from torch import nn
 
-from transferlab.config.instantiate import DEFAULT_ALLOWED
 from transferlab.errors import ConfigError
 
 NO_DECAY_SUFFIXES = ("bias", "cls_token", "pos_embed")
@@ -43,10 +43,9 @@ def _base_name(name: str) -> str:
 
 
 def build_optimizer(module: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """The `optimizer` node's `_target_` (checked against `allowed_targets` by the run) over `param_groups`."""
     cfg = dict(cfg)
     target = cfg.pop("_target_")
-    if not str(target).startswith(DEFAULT_ALLOWED):
-        raise ConfigError("optimizer._target_", target, "a torch.optim optimizer class")
     layer_decay = cfg.pop("layer_decay", None)
     cfg.pop("name", None)
     lr = cfg["lr"]
@@ -58,22 +57,44 @@ def build_optimizer(module: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optim
     return get_class(target)(groups, **cfg)
 
 
-def lr_lambda(name: str, total_steps: int, warmup_steps: int, min_lr_ratio: float):
-    def f(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if name == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], total_steps: int) -> dict[str, Any]:
+    """The `scheduler` node: a `_partial_` torch LR scheduler (or factory) called with the optimizer, and
+    with `total_steps` when its signature takes it; stepped every optimizer step."""
+    cfg = {k: v for k, v in cfg.items() if k != "name"}
+    factory = get_object(cfg.pop("_target_"))
+    cfg.pop("_partial_", None)
+    if "total_steps" in inspect.signature(factory).parameters:
+        cfg["total_steps"] = total_steps
+    return {"scheduler": factory(optimizer, **cfg), "interval": "step"}
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+                  warmup_fraction: float = 0.0, min_lr_ratio: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up, then cosine decay to `min_lr_ratio` x each group's lr (torch's LinearLR + LambdaLR).
+
+    torch's CosineAnnealingLR takes one absolute `eta_min` for every group; with layer-wise lr decay the
+    floor must be relative to each group's own lr, hence the LambdaLR.
+    """
+    warmup = warmup_steps or int(warmup_fraction * total_steps)
+    span = max(1, total_steps - warmup)
+
+    def cosine(step: int) -> float:
+        progress = min(1.0, step / span)
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return f
+    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    return _with_warmup(optimizer, decay, warmup)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], total_steps: int) -> dict[str, Any]:
-    name = cfg.get("name", "constant")
-    if name not in ("cosine", "constant"):
-        raise ConfigError("scheduler.name", name, "'cosine' or 'constant'")
-    warmup = cfg.get("warmup_steps", 0) or int(cfg.get("warmup_fraction", 0.0) * total_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(name, total_steps, warmup, cfg.get("min_lr_ratio", 0.0)))
-    return {"scheduler": sched, "interval": "step"}
+def warmup_constant(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+                    warmup_fraction: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up, then each group's lr unchanged."""
+    warmup = warmup_steps or int(warmup_fraction * total_steps)
+    return _with_warmup(optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), warmup)
+
+
+def _with_warmup(optimizer, after, warmup: int):
+    if warmup <= 0:
+        return after
+    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, after], milestones=[warmup])

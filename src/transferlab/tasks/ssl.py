@@ -5,8 +5,8 @@ from typing import Any
 import torch
 from torchmetrics import MeanMetric
 
+from transferlab.callbacks.online_probes import OnlineProbes, split_batch
 from transferlab.tasks.base import BaseTask
-from transferlab.tasks.probes import OnlineProbes, split_batch
 
 
 class SSLTask(BaseTask):

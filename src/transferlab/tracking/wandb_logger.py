@@ -16,6 +16,8 @@ from typing import Any
 
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
+from transferlab.utils.hydra import hydra_config
+
 log = logging.getLogger("transferlab")
 
 _told_offline = False
@@ -28,20 +30,14 @@ def has_credentials() -> bool:
     return bool(os.environ.get("WANDB_API_KEY")) or bool(wandb.login(prompt=False, verify=False))
 
 
-def _hydra():
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get() if HydraConfig.initialized() else None
-
-
 def run_identity(save_dir: str | Path) -> tuple[str, str]:
     """(group, name) for the W&B run of the stage whose folder is `save_dir`."""
     from hydra.types import RunMode
 
-    from transferlab.sweep import read_sweep_info, sweep_group
+    from transferlab.sweeps.summary import read_sweep_info, sweep_group
 
     save_dir = Path(save_dir)
-    hc = _hydra()
+    hc = hydra_config()
     if hc is None:  # composed in-process (tests, notebooks): the folder is all we know
         return save_dir.name, save_dir.name
     run_dir = Path(hc.runtime.output_dir)
@@ -55,7 +51,7 @@ def run_identity(save_dir: str | Path) -> tuple[str, str]:
     else:  # a single run: its own group; its name, the overrides that describe the experiment (not where it logs)
         group = "_".join(run_dir.parts[-2:])
         overrides = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] not in ("logger", "hydra")]
-    from transferlab.redact import redact_text
+    from transferlab.tracking.redact import redact_text
 
     name = redact_text(" ".join(overrides)) or run_dir.name
     try:
@@ -86,7 +82,7 @@ class WandbLogger(LightningWandbLogger):
         if offline:
             kwargs["mode"] = "offline"  # not Lightning's `offline=`: it refuses log_model, but offline artifacts sync later
         if not kwargs.get("id") and not kwargs.get("version"):
-            from transferlab.faults import persistent_run_id
+            from transferlab.tracking.run_id import persistent_run_id
 
             kwargs["id"] = persistent_run_id(save_dir)  # a resumed run (resume=auto) continues the same W&B run
         Path(save_dir).mkdir(parents=True, exist_ok=True)
@@ -100,7 +96,7 @@ class WandbLogger(LightningWandbLogger):
         config = params.pop("config", None)
         if isinstance(config, dict):
             params = {**config, **params}
-        from transferlab.redact import redact
+        from transferlab.tracking.redact import redact
 
         super().log_hyperparams(redact(params))
 

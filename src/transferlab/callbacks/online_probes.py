@@ -5,14 +5,14 @@ the labels. The probe lives in a callback (not in the LightningModule), so its w
 in the task's state_dict, not in the task's optimizer, and its loss cannot reach the backbone.
 """
 
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferlab.distributed import world_size
+from transferlab.distributed.world import world_size
 
 
 def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -38,6 +38,26 @@ def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Te
         votes.scatter_add_(1, bank_labels[idx], (sim / temperature).exp())
         preds.append(votes.argmax(1))
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=queries.device)
+
+
+@torch.no_grad()
+def feature_bank(embed: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, device: Any,
+                 limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Pooled features and labels of a loader's batches, the first `limit` at most (None: a batch has no labels)."""
+    feats, labels, n = [], [], 0
+    for batch in loader:
+        x, y = split_batch(batch)
+        if y is None:
+            return None
+        feats.append(embed(x.to(device)))
+        labels.append(y.to(device))
+        n += y.shape[0]
+        if limit and n >= int(limit):
+            break
+    if not feats:
+        return None
+    f, y = torch.cat(feats), torch.cat(labels)
+    return (f[: int(limit)], y[: int(limit)]) if limit else (f, y)
 
 
 class OnlineProbes(pl.Callback):
@@ -142,27 +162,13 @@ class OnlineProbes(pl.Callback):
             pl_module.log_dict(values, add_dataloader_idx=False)
         self._start()
 
-    @torch.no_grad()
     def bank(self, trainer, pl_module) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Features and labels of the training split (un-augmented, eval mode); under DDP all of it on every rank."""
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "train_dataloader"):
             return None
-        limit = self.knn_cfg.get("bank_size")
-        feats, labels, n = [], [], 0
-        for batch in (dm.bank_dataloader() if hasattr(dm, "bank_dataloader") else dm.train_dataloader()):
-            x, y = split_batch(batch)
-            if y is None:
-                return None
-            feats.append(_features(pl_module, x.to(pl_module.device)))
-            labels.append(y.to(pl_module.device))
-            n += y.shape[0]
-            if limit and n >= int(limit):
-                break
-        if not feats:
-            return None
-        f, y = torch.cat(feats), torch.cat(labels)
-        return (f[: int(limit)], y[: int(limit)]) if limit else (f, y)
+        loader = dm.bank_dataloader() if hasattr(dm, "bank_dataloader") else dm.train_dataloader()
+        return feature_bank(lambda x: _features(pl_module, x), loader, pl_module.device, self.knn_cfg.get("bank_size"))
 
     # -- checkpointed with the run, so a resumed run keeps its probe ----------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""One run: compose -> validate -> seed -> build -> fit -> test -> summary (metrics.json)."""
+"""One stage: seed -> build -> fit -> test -> summary (metrics.json) in one run folder."""
 
 import logging
 import time
@@ -7,41 +7,10 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from transferlab.config.validate import validate
-from transferlab.errors import UserError
-from transferlab.summary import write_summary
+from transferlab.errors import Preempted, TrainingDiverged
+from transferlab.runner.summary import write_summary
 
 log = logging.getLogger("transferlab")
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN/Inf; the run stopped (its last good checkpoint is kept)."""
-
-
-def output_dir_of(cfg: DictConfig) -> Path:
-    return Path(str(cfg.paths.output_dir))
-
-
-def is_pipeline(cfg: DictConfig) -> bool:
-    return "stages" in cfg.task
-
-
-def train(cfg: DictConfig) -> float | None:
-    """Entry for `python -m transferlab.train`: a single stage or a pipeline of stages."""
-    validate(cfg)
-    out = output_dir_of(cfg)
-    from transferlab.redact import install_log_filter, redact_files
-
-    install_log_filter()
-    redact_files(out)
-    if is_pipeline(cfg):
-        from transferlab.pipeline import run_pipeline
-
-        summary = run_pipeline(cfg, out)
-    else:
-        summary = run_stage(cfg, out)
-    metric = cfg.get("optimized_metric")
-    return summary.get(metric) if metric else None
 
 
 def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
@@ -51,7 +20,7 @@ def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
     if resume == "auto":
         last = out / "checkpoints" / "last.ckpt"
         return str(last) if last.is_file() else None
-    from transferlab.checkpoint import resolve_checkpoint
+    from transferlab.utils.checkpoint import resolve_checkpoint
 
     return str(resolve_checkpoint(resume))
 
@@ -62,16 +31,24 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     import pytorch_lightning as pl
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from transferlab.build import build_backbone, build_callbacks, build_datamodule, build_loggers, build_task, build_trainer
-    from transferlab.distributed import compile_backbone, prepare_launch
-    from transferlab.monitoring import StepStats
-    from transferlab.rank_watch import failed_ranks_named, watch_ranks
+    from transferlab.callbacks.fault_tolerance import keep_logs_for_resume
+    from transferlab.callbacks.step_stats import StepStats
+    from transferlab.distributed.launch import prepare_launch
+    from transferlab.distributed.rank_watch import failed_ranks_named, watch_ranks
+    from transferlab.runner.build import (
+        build_backbone,
+        build_callbacks,
+        build_datamodule,
+        build_loggers,
+        build_task,
+        build_trainer,
+        compile_backbone,
+    )
+    from transferlab.tracking.run_id import persistent_run_id
 
     out.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
-    from transferlab.faults import Preempted, keep_logs_for_resume, persistent_run_id
-
     persistent_run_id(out)  # the tracker's run id (e.g. W&B `id`): a resumed run continues the same run
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)

@@ -1,51 +1,30 @@
-"""A pipeline task (e.g. task=transfer): several stages in one process, one subfolder each.
+"""A pipeline task (e.g. task=transfer): its stages in one process, one subfolder each, then its table.
 
-Each stage is the root config with the stage's `task` (and `peft`, if given) swapped in and
-its other groups (`data`, `trainer`, `optimizer`, ...) merged on top. `init_from: <stage>`
-hands that stage's last checkpoint to `task.pretrained`.
+How a stage's config is made from the root config is `config/stages.py`.
 """
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from transferlab.summary import atomic_write_text, write_summary
+from transferlab.analysis.tables import markdown, write_csv
+from transferlab.config.stages import stage_config
+from transferlab.distributed.world import is_global_zero
+from transferlab.runner.stage import run_stage
+from transferlab.runner.summary import write_summary
+from transferlab.utils.io import atomic_write_text
 
 log = logging.getLogger("transferlab")
 
-REPLACED = ("task", "peft")
-STAGE_KEYS = ("init_from", "label", "report")
-
-
-def stage_config(cfg: DictConfig, name: str, out: Path) -> DictConfig:
-    stage = OmegaConf.to_container(cfg.task.stages[name], resolve=True)
-    root = OmegaConf.to_container(cfg, resolve=False)
-    init_from = stage.pop("init_from", None)
-    for key in STAGE_KEYS:
-        stage.pop(key, None)
-    for key in REPLACED:
-        if key in stage:
-            root[key] = stage.pop(key)
-    new = OmegaConf.merge(OmegaConf.create(root), OmegaConf.create(stage))
-    new.paths.output_dir = str(out / name)
-    if init_from:
-        new.task.pretrained = str(out / init_from / "checkpoints" / "last.ckpt")
-    return new
-
 
 def run_pipeline(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    from transferlab.run import run_stage
-
     results: dict[str, dict[str, Any]] = {}
     for name in cfg.task.stages:
         log.info("stage %s", name)
         stage_cfg = stage_config(cfg, name, out)
         results[name] = run_stage(stage_cfg, out / name)
-    from transferlab.distributed import is_global_zero
-
     if not is_global_zero():  # DDP: every rank ran every stage; rank 0 writes the table and metrics.json
         return results.get(cfg.task.get("primary"), {})
     return summarize(cfg, out, results)
@@ -68,15 +47,9 @@ def summarize(cfg: DictConfig, out: Path, results: dict[str, dict[str, Any]]) ->
             "test_acc": round(acc, 4) if acc is not None else None,
             "gain_vs_" + str(baseline): round(acc - base_acc, 4) if (base_acc is not None and acc is not None and name != baseline) else None,
         })
-    header = list(rows[0]) if rows else []
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("-" if row[h] is None else str(row[h]) for h in header) + " |" for row in rows]
-    table = "\n".join(lines)
+    table = markdown(rows)
     atomic_write_text(out / f"{cfg.task.name}.md", table + "\n")
-    with open(out / f"{cfg.task.name}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / f"{cfg.task.name}.csv", rows)
     print(f"\n{cfg.task.name} ({cfg.data.name}, model={cfg.model.name}, seed={cfg.seed}) -> {out}\n{table}\n", flush=True)
 
     summary: dict[str, Any] = {"task": cfg.task.name, "data": cfg.data.name, "model": cfg.model.name, "seed": int(cfg.seed)}

@@ -60,26 +60,35 @@ def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {}
 
 
+def check_state_matches(own: dict[str, Any], state: dict[str, Any], source: Path | str, what: str,
+                        hint: str = "", strict: bool = True) -> None:
+    """The one mismatch message: which keys are missing, unexpected or of another shape (first few of each).
+
+    `strict=False` checks only the keys the file has (an adapter file holds the trainable tensors only).
+    """
+    missing = sorted(set(own) - set(state)) if strict else []
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing {_few(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {_few(unexpected)}")
+    if shapes:
+        parts.append("shape mismatch " + _few([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes]))
+    raise CheckpointError(f"{source} does not match {what}: " + "; ".join(parts) + (f" ({hint})" if hint else ""))
+
+
 def load_backbone(backbone: nn.Module, path: str | Path) -> Path:
-    """Load pretrained backbone weights; a mismatch names the keys at fault."""
+    """Load pretrained backbone weights (the fine-tuning hand-off); a mismatch names the keys at fault."""
     p = resolve_checkpoint(path)
     state = backbone_state(load_checkpoint(p))
     if not state:
         raise CheckpointError(f"{p} holds no backbone weights (no 'backbone.*' keys in its state_dict)")
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {_few(unexpected)}")
-        if shapes:
-            parts.append("shape mismatch " + _few([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes]))
-        raise CheckpointError(f"{p} does not match model backbone: " + "; ".join(parts)
-                              + " (is `model=` the same as when it was pretrained?)")
+    check_state_matches(backbone.state_dict(), state, p, "model backbone",
+                        "is `model=` the same as when it was pretrained?")
     backbone.load_state_dict(state)
     return p
 
@@ -87,19 +96,3 @@ def load_backbone(backbone: nn.Module, path: str | Path) -> Path:
 def _few(keys: list[str], n: int = 4) -> str:
     more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
-
-
-def stored_config(ckpt: dict[str, Any], ckpt_file: Path, needs: tuple[str, ...] = ("model",)) -> dict[str, Any]:
-    """The run config a transferlab checkpoint carries (plain containers), with the sections `needs`."""
-    stored = (ckpt.get("hyper_parameters") or {}).get("config")
-    if not stored or any(key not in stored for key in needs):
-        raise CheckpointError(f"{ckpt_file} carries no transferlab run config (hyper_parameters.config): "
-                              "was it written by transferlab.train?")
-    return stored
-
-
-def restore_datamodule_state(datamodule: Any, ckpt: dict[str, Any]) -> None:
-    """Give a datamodule the state its class saved in the checkpoint (the training run's normalization)."""
-    saved = ckpt.get(type(datamodule).__qualname__)
-    if isinstance(saved, dict) and hasattr(datamodule, "load_state_dict"):
-        datamodule.load_state_dict(saved)

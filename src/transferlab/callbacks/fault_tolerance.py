@@ -15,8 +15,6 @@ guarantees without code of its own:
 """
 
 import logging
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +23,10 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from transferlab.distributed import world_size
-from transferlab.errors import UserError
+from transferlab.distributed.world import world_size
+from transferlab.utils.io import atomic_open
 
 log = logging.getLogger("transferlab")
-
-RUN_ID_FILE = "wandb_id"
-
-
-class Preempted(UserError):
-    """SIGTERM arrived; a checkpoint was saved. Exit code 143 (128 + SIGTERM), as schedulers expect."""
-
-    exit_code = 143
-
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write-then-rename in the checkpoint's own folder: a reader sees the old file or the new one, never half."""
@@ -45,18 +34,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
         if "://" in str(path):  # remote filesystems: Lightning's own (transactional) writer
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)
 
 
 def rng_state() -> dict[str, Any]:
@@ -194,19 +173,6 @@ def last_checkpoint_path(trainer: pl.Trainer) -> Path:
     return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
 
-def persistent_run_id(folder: str | Path, filename: str = RUN_ID_FILE) -> str:
-    """The run's tracker id (e.g. W&B `id`), created once in the run folder so a resumed run reuses it."""
-    path = Path(folder) / filename
-    if path.is_file() and path.read_text().strip():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    run_id = secrets.token_hex(4)
-    from transferlab.summary import atomic_write_text
-
-    atomic_write_text(path, run_id + "\n")
-    return run_id
-
-
 def _is_csv(logger: Any) -> bool:
     from pytorch_lightning.loggers import CSVLogger
 
@@ -230,6 +196,8 @@ def _restore_csv_log(logger: Any, saved: tuple[list[str], list[dict[str, str]]],
 
     keys, rows = saved
     rows = [r for r in rows if not r.get("step") or float(r["step"]) < step]  # a row's step is the batch index
+    # Lightning's CSV writer internals (`metrics_keys`, `metrics_file_path`; pytorch-lightning <2.7, guarded by
+    # tests/test_architecture.py): the writer deletes metrics.csv when created and has no public way to resume it.
     writer = logger.experiment  # creating the writer deletes the old file; write the kept rows back
     writer.metrics_keys = sorted(keys)
     with open(writer.metrics_file_path, "w", newline="") as f:

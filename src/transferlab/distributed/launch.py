@@ -1,4 +1,4 @@
-"""Multi-process runs: make Lightning's DDP launcher safe under Hydra, and FSDP's wrap policy.
+"""Launching DDP ranks from a Hydra app: make Lightning's DDP launcher safe under Hydra.
 
 Lightning's DDP launcher (`strategy=ddp`, start method popen) starts the other local ranks by
 re-running this program's command line. Under Hydra multirun (`-m`) that line is the whole
@@ -16,11 +16,12 @@ import logging
 import os
 import sys
 import warnings
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from transferlab.distributed.rank_watch import stop_ranks
 from transferlab.errors import ConfigError, UserError
+from transferlab.utils.hydra import hydra_job_dir
 
 log = logging.getLogger("transferlab")
 
@@ -92,14 +93,6 @@ def _remember_launch(job: str) -> None:
     _launched_for = job
 
 
-def hydra_job_dir() -> str | None:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    return str(HydraConfig.get().runtime.output_dir)
-
-
 def check_start_method(trainer_cfg: DictConfig) -> None:
     """Spawned CPU ranks receive the model through shared memory: every rank would update the same tensors."""
     strategy = trainer_cfg.get("strategy")
@@ -167,8 +160,6 @@ def _end_previous_launch() -> None:
     """A new job in this process (multirun): close the last job's process group and forget its port."""
     import torch.distributed as dist
 
-    from transferlab.rank_watch import stop_ranks
-
     global _launched_for
     stop_ranks()  # children a failed job left behind (waiting in a collective) end with their job
     if dist.is_available() and dist.is_initialized():
@@ -209,41 +200,3 @@ def check_shared_run_dir() -> None:
         raise ConfigError("hydra.run.dir", "the default (a timestamp per process)",
                           "under torchrun/SLURM every rank must name the same run folder, "
                           "e.g. hydra.run.dir=outputs/run_$SLURM_JOB_ID (or a sweep via a Hydra launcher)")
-
-
-def world_size() -> int:
-    """Processes in the initialized process group (1 without one)."""
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def is_global_zero() -> bool:
-    """Rank 0 of a process group (or a single process): the one that writes shared files."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def block_wrap_policy(block_classes: list[str], allowed: tuple[str, ...] = ("transferlab.", "torch.nn.")) -> set[type]:
-    """FSDP auto-wrap policy (a set of module classes): each backbone block becomes one FSDP unit.
-
-    Wrapping per block (not per layer, not the whole model) is what lets FSDP gather one
-    block's weights at a time; the classes are named in the config (`trainer.strategy`).
-    """
-    from hydra.utils import get_class
-
-    classes: set[type] = set()
-    for name in block_classes:
-        if not str(name).startswith(allowed):
-            raise ConfigError("trainer.strategy.auto_wrap_policy.block_classes", name,
-                              f"a module class under one of {list(allowed)}")
-        classes.add(get_class(str(name)))
-    return classes
-
-
-def compile_backbone(backbone: Any, enabled: bool) -> Any:
-    """`compile: true`: torch.compile the backbone in place (state-dict keys unchanged, so checkpoints hand off)."""
-    if enabled:
-        backbone.compile()
-    return backbone

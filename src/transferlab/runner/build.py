@@ -3,13 +3,20 @@
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.config.instantiate import check_targets, instantiate, to_plain
-from transferlab.redact import redact
+from transferlab.config.instantiate import (
+    check_targets,
+    instantiate,
+    task_kind,
+    to_plain,
+)
+from transferlab.config.stages import stages
+from transferlab.tracking.redact import redact
 
 META_KEYS = ("name",)
+# task keys that the callbacks config reads (`${task.monitor}`), not the task's constructor
+CALLBACK_KEYS = ("monitor", "monitor_mode")
 
 
 def allowed_targets(cfg: DictConfig) -> tuple[str, ...]:
@@ -32,21 +39,22 @@ def build_backbone(cfg: DictConfig, spec):
                        vocab_size=spec.vocab_size, pad_id=spec.pad_id)
 
 
-def task_kind(task_cfg: DictConfig) -> str:
-    return getattr(get_class(task_cfg._target_), "kind", "pretrain")
-
-
 def build_task(cfg: DictConfig, backbone, spec, config: dict[str, Any] | None = None, pretrained: Any = "config"):
     """The task's LightningModule; fine-tuning tasks also get the `peft` adaptation."""
     allowed = allowed_targets(cfg)
     check_targets(cfg.task, allowed, "task")
+    check_targets(cfg.optimizer, allowed, "optimizer")
+    check_targets(cfg.scheduler, allowed, "scheduler")
     kwargs: dict[str, Any] = dict(backbone=backbone, spec=spec, optimizer=to_plain(cfg.optimizer),
                                   scheduler=to_plain(cfg.scheduler), run_config=config if config is not None else redact(to_plain(cfg)))
     if task_kind(cfg.task) == "finetune":
         kwargs["adaptation"] = instantiate(cfg.peft, allowed)
         if pretrained != "config":
             kwargs["pretrained"] = pretrained
-    return instantiate(cfg.task, allowed, _partial_=True)(**kwargs)
+    task_node = OmegaConf.create(OmegaConf.to_container(cfg.task, resolve=True))
+    for key in CALLBACK_KEYS:
+        task_node.pop(key, None)
+    return instantiate(task_node, allowed, _partial_=True)(**kwargs)
 
 
 def build_callbacks(cfg: DictConfig) -> list:
@@ -65,3 +73,29 @@ def build_loggers(cfg: DictConfig) -> list:
 def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, loggers: list):
     return instantiate(cfg.trainer, allowed_targets(cfg), callbacks=callbacks, logger=loggers or False,
                        default_root_dir=str(output_dir))
+
+
+def compile_backbone(backbone: Any, enabled: bool) -> Any:
+    """`compile: true`: torch.compile the backbone in place (state-dict keys unchanged, so checkpoints hand off)."""
+    if enabled:
+        backbone.compile()
+    return backbone
+
+
+def dry_build_later_stages(cfg: DictConfig) -> None:
+    """Pre-flight for later pipeline stages whose mistakes only data shows (`labels_per_class`,
+    `peft.target_modules`): set up their data and build and adapt their backbone, so the error comes
+    before the first stage trains rather than after it."""
+    from transferlab.errors import ConfigError
+
+    for name, stage in list(stages(cfg))[1:]:
+        peft_targets = stage.get("peft") is not None and stage.peft.get("target_modules") is not None
+        if stage.data.get("labels_per_class") is None and not peft_targets:
+            continue
+        try:
+            datamodule = build_datamodule(stage)
+            datamodule.setup("fit")
+            if "_target_" in stage.task and task_kind(stage.task) == "finetune" and peft_targets:
+                instantiate(stage.peft, allowed_targets(stage)).attach(build_backbone(stage, datamodule.spec))
+        except ConfigError as e:
+            raise ConfigError(e.key, e.value, f"{e.valid} (in pipeline stage '{name}')") from None

@@ -47,7 +47,7 @@ def redact(node: Any, values: list[str] | None = None) -> Any:
 
 def redact_files(folder: str | Path, patterns: tuple[str, ...] = (".hydra/*.yaml",)) -> list[Path]:
     """Mask secret values (and `secret_key: value` lines) in a run folder's text files; returns the files changed."""
-    from transferlab.summary import atomic_write_text
+    from transferlab.utils.io import atomic_write_text
 
     folder, values, changed = Path(folder), secret_values(), []
     for pattern in patterns:

@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lightning_fabric.utilities.distributed import _set_num_threads_if_needed
-from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from pytorch_lightning.strategies.launchers.subprocess_script import (
+    _SubprocessScriptLauncher,
+)
 
-from transferlab.distributed import hydra_job_dir
-from transferlab.errors import UserError
+from transferlab.errors import RankFailed, UserError
+from transferlab.utils.hydra import hydra_job_dir
 
 log = logging.getLogger("transferlab")
 
@@ -42,10 +44,6 @@ POLL_S = 0.5
 CHILD_EXIT_S = 10.0
 
 _watcher: RankWatcher | None = None
-
-
-class RankFailed(UserError):
-    """Another rank of this DDP job exited with an error; the message names it and its reason."""
 
 
 class RankWatcher(threading.Thread):

@@ -1,4 +1,9 @@
-"""What the command-line entry points share: the config folder and one-line user errors."""
+"""What every entry point shares: the config folder, Hydra's `key=value` command line, one-line errors.
+
+`hydra_entry(config_name)` is the decorator each `python -m transferlab.X` main uses: Hydra parses
+the command line and composes `conf/<config_name>.yaml`; a UserError (or a Hydra override or
+composition mistake) becomes one `error:` line and exit 2.
+"""
 
 import functools
 import logging
@@ -6,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-CONFIG_DIR = os.environ.get("TRANSFERLAB_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
+CONFIG_DIR = os.environ.get("TRANSFERLAB_CONFIG_DIR", str(Path(__file__).resolve().parents[3] / "conf"))
 
 
 def report_user_errors(fn):
@@ -43,8 +48,16 @@ def log_to_files(message: str) -> None:
 
 def hydra_error_line(ex: BaseException) -> str | None:
     """One line for Hydra's own override/composition errors (None: not a user's config mistake)."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        OmegaConfBaseException,
+    )
 
     if isinstance(ex, OverrideParseException):
         return f"override {ex.override!r} is not valid override syntax ({ex.message.splitlines()[0]}); " \
@@ -78,6 +91,8 @@ def friendly_hydra_errors(main_fn):
     def wrapper(*args, **kwargs):
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             return main_fn(*args, **kwargs)
+        # Private Hydra API (hydra-core <1.4 in pyproject.toml; tests/test_architecture.py guards it): Hydra
+        # prints its own errors inside `run_and_report` and offers no public hook to format them.
         import hydra._internal.utils as hydra_utils
 
         original = hydra_utils.run_and_report
@@ -102,3 +117,22 @@ def friendly_hydra_errors(main_fn):
             hydra_utils.run_and_report = original
 
     return wrapper
+
+
+def hydra_entry(config_name: str, sweep: bool = False):
+    """`@hydra_entry("eval")` on `main(cfg)`: Hydra's command line and the one-line error handling.
+
+    `sweep=True` also wraps the job for multirun (a failing job is recorded, the sweep goes on).
+    """
+    import hydra
+
+    def decorate(fn):
+        job = fn
+        if sweep:
+            from transferlab.sweeps.job import sweep_job
+
+            job = sweep_job(fn)
+        app = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(report_user_errors(job))
+        return friendly_hydra_errors(app)
+
+    return decorate

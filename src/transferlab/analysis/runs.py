@@ -1,0 +1,161 @@
+"""Run folders as compare, sweeps and studies read them: metrics.json, .hydra/overrides.yaml, error.json.
+
+Reads files only, never imports torch or a model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+SUMMARY_FILE = "metrics.json"
+ERROR_FILE = "error.json"
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+SEED_KEY = "seed"
+# folders inside a run that are never runs themselves
+SKIP_DIRS = {"checkpoints", "csv", "tensorboard", "wandb", ".hydra", ".submitit"}
+
+
+def read_summary(folder: str | Path) -> dict[str, Any]:
+    with open(Path(folder) / SUMMARY_FILE) as f:
+        return json.load(f)
+
+
+@dataclass
+class Run:
+    """One run folder as compare sees it."""
+
+    path: Path
+    name: str = ""
+    overrides: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"  # ok | failed | incomplete
+    reason: str | None = None
+    error: str | None = None
+
+    def value(self, key: str) -> Any:
+        """An override (as written on the command line) or a metrics.json value."""
+        if key in self.overrides:
+            return _number(self.overrides[key])
+        return self.metrics.get(key)
+
+
+def _number(text: Any) -> Any:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return text
+
+
+def parse_overrides(lines: Iterable[str]) -> dict[str, str]:
+    """`key=value` lines (Hydra's overrides.yaml) -> {key: value}; `+`/`++` prefixes dropped, `~key` kept as deleted."""
+    out: dict[str, str] = {}
+    for line in lines:
+        line = str(line)
+        if line.startswith("~"):
+            key, _, value = line[1:].partition("=")
+            out[key] = "<deleted>"
+            continue
+        key, _, value = line.lstrip("+").partition("=")
+        out[key] = value
+    return out
+
+
+def is_run(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in (SUMMARY_FILE, ERROR_FILE, OVERRIDES_FILE))
+
+
+def find_run_folders(paths: Sequence[str | Path], max_depth: int = 4) -> list[Path]:
+    """Each given run folder, or every run folder under a given sweep/parent folder (not inside a run)."""
+    found: list[Path] = []
+
+    def walk(folder: Path, depth: int) -> None:
+        if is_run(folder):
+            found.append(folder)
+            return
+        if depth >= max_depth:
+            return
+        subdirs = [d for d in folder.iterdir() if d.is_dir() and d.name not in SKIP_DIRS and not d.name.startswith(".")]
+        for d in sorted(subdirs, key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name)):
+            walk(d, depth + 1)
+
+    for p in paths:
+        p = Path(p)
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p}: not a folder (give a run folder or a multirun folder)")
+        walk(p, 0)
+    return found
+
+
+def read_run(folder: Path, root: Path | None = None) -> Run:
+    import yaml
+
+    run = Run(path=folder)
+    if root is not None:
+        try:
+            run.name = str(folder.resolve().relative_to(root.resolve())) or folder.name
+        except ValueError:
+            run.name = str(folder)
+    run.name = run.name if run.name not in ("", ".") else folder.name
+    over = folder / OVERRIDES_FILE
+    if over.is_file():
+        run.overrides = parse_overrides(yaml.safe_load(over.read_text()) or [])
+    if (folder / SUMMARY_FILE).is_file():
+        run.metrics = json.loads((folder / SUMMARY_FILE).read_text())
+    if (folder / ERROR_FILE).is_file():
+        err = json.loads((folder / ERROR_FILE).read_text())
+        run.status, run.reason, run.error = "failed", err.get("reason"), err.get("error")
+    elif not run.metrics:
+        run.status = "incomplete"
+    return run
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    folders = find_run_folders(paths)
+    if not folders:
+        return []
+    root = Path(_common_root(folders))
+    return [read_run(f, root) for f in folders]
+
+
+def _common_root(folders: Sequence[Path]) -> str:
+    import os
+
+    resolved = [str(f.resolve()) for f in folders]
+    if len(resolved) == 1:
+        return str(Path(resolved[0]).parent)
+    return os.path.commonpath(resolved)
+
+
+def differing_keys(runs: Sequence[Run]) -> list[str]:
+    """Override keys whose value is not the same in every run (absent counts as a value), in first-seen order."""
+    keys: list[str] = []
+    for r in runs:
+        keys += [k for k in r.overrides if k not in keys]
+    return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+
+
+def upstream_without_seed(value: str | None) -> str | None:
+    """A value naming another run's folder (`task.pretrained=<run>`) -> that run's overrides minus its seed.
+
+    Seed k's fine-tuning starts from seed k's pretraining: the two paths differ, the pretraining
+    recipes do not, so seeds group under the recipe, e.g. `run(task=supervised data.classes=[0,1,2,3,4])`.
+    """
+    import yaml
+
+    if not value:
+        return value
+    try:
+        over = Path(value) / OVERRIDES_FILE
+        if not over.is_file():
+            return value
+        upstream = parse_overrides(yaml.safe_load(over.read_text()) or [])
+    except (OSError, ValueError, yaml.YAMLError):
+        return value
+    recipe = " ".join(f"{k}={v}" for k, v in upstream.items() if k != SEED_KEY and not k.startswith(("paths.", "hydra.")))
+    return f"run({recipe})"

@@ -1,0 +1,1 @@
+"""Lightning callbacks: fault tolerance, step statistics, online probes."""

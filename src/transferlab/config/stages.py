@@ -1,0 +1,43 @@
+"""Stage expansion: a pipeline task (task=transfer) as one config per stage.
+
+Each stage is the root config with the stage's `task` (and `peft`, if given) swapped in and
+its other groups (`data`, `trainer`, `optimizer`, ...) merged on top. `init_from: <stage>`
+hands that stage's last checkpoint to `task.pretrained`.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+REPLACED = ("task", "peft")
+STAGE_KEYS = ("init_from", "label", "report")
+
+
+def is_pipeline(cfg: DictConfig) -> bool:
+    return "stages" in cfg.task
+
+
+def stage_config(cfg: DictConfig, name: str, out: Path) -> DictConfig:
+    stage = OmegaConf.to_container(cfg.task.stages[name], resolve=True)
+    root = OmegaConf.to_container(cfg, resolve=False)
+    init_from = stage.pop("init_from", None)
+    for key in STAGE_KEYS:
+        stage.pop(key, None)
+    for key in REPLACED:
+        if key in stage:
+            root[key] = stage.pop(key)
+    new = OmegaConf.merge(OmegaConf.create(root), OmegaConf.create(stage))
+    new.paths.output_dir = str(out / name)
+    if init_from:
+        new.task.pretrained = str(out / init_from / "checkpoints" / "last.ckpt")
+    return new
+
+
+def stages(cfg: DictConfig) -> Iterator[tuple[str | None, DictConfig]]:
+    """(stage name, its config) for each stage of a pipeline; (None, cfg) for a single-stage run."""
+    if is_pipeline(cfg):
+        for name in cfg.task.stages:
+            yield name, stage_config(cfg, name, Path(str(cfg.paths.output_dir)))
+    else:
+        yield None, cfg

@@ -1,0 +1,1 @@
+"""Multi-process runs: launching and watching DDP ranks, environment checks, FSDP policy."""

@@ -1,0 +1,1 @@
+"""Running transferlab: one stage, a pipeline of stages, building objects, restoring checkpoints, the run summary."""

@@ -1,0 +1,35 @@
+"""A run of `python -m transferlab.train`: validate, keep secrets out of its files, then one stage or a pipeline."""
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from transferlab.config.stages import is_pipeline
+from transferlab.config.validate import validate
+from transferlab.runner.build import dry_build_later_stages
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Every mistake the config shows, for every stage of a pipeline, before any stage trains."""
+    validate(cfg)
+    dry_build_later_stages(cfg)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Validate every stage before any trains, run, and return the optimized metric (for sweepers)."""
+    preflight(cfg)
+    out = Path(str(cfg.paths.output_dir))
+    from transferlab.tracking.redact import install_log_filter, redact_files
+
+    install_log_filter()
+    redact_files(out)
+    if is_pipeline(cfg):
+        from transferlab.runner.pipeline import run_pipeline
+
+        summary = run_pipeline(cfg, out)
+    else:
+        from transferlab.runner.stage import run_stage
+
+        summary = run_stage(cfg, out)
+    metric = cfg.get("optimized_metric")
+    return summary.get(metric) if metric else None

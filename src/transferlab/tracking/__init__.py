@@ -1,0 +1,1 @@
+"""Where metrics go: loggers (W&B), the persistent run id, and secret redaction."""
