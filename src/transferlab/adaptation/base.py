@@ -24,6 +24,10 @@ class Adaptation:
         """Names of parameters this method added to the backbone (none for masking methods)."""
         return []
 
+    def head_prefix(self, feature_dim: int) -> nn.Module | None:
+        """A parameter-free module the task puts before its linear head (None: nothing)."""
+        return None
+
     def merge(self, backbone: nn.Module) -> nn.Module:
         """Fold the adaptation into plain backbone weights (identity for methods that add nothing)."""
         return backbone

@@ -1,0 +1,28 @@
+"""Each `peft=` method may carry its own optimizer defaults (`peft.optimizer`); overrides still win."""
+
+import pytest
+from transferlab.runner.build import build_adaptation
+
+FT = ["task=finetune", "model=transformer"]
+
+
+def test_method_default_applies_and_the_command_line_wins(compose_fn):
+    cfg = compose_fn([*FT, "peft=linear_probe", "+peft.optimizer.lr=0.05", "+peft.optimizer.weight_decay=0.0"])
+    assert cfg.optimizer.lr == pytest.approx(0.05) and cfg.optimizer.weight_decay == 0.0
+    cfg = compose_fn([*FT, "peft=linear_probe", "+peft.optimizer.lr=0.05", "optimizer.lr=1e-4"])
+    assert cfg.optimizer.lr == pytest.approx(1e-4)
+
+
+def test_without_a_method_default_the_optimizer_group_decides(compose_fn):
+    for over in (["task=supervised"], ["task=masked", "model=transformer"], [*FT, "peft=full"]):
+        cfg = compose_fn(over)
+        assert cfg.get("peft", {}).get("optimizer") is None
+        assert cfg.optimizer.lr == pytest.approx(3e-3) and cfg.optimizer.weight_decay == pytest.approx(0.01)
+
+
+def test_every_methods_defaults_are_optimizer_keys_not_constructor_arguments(compose_fn):
+    for method in ("full", "linear_probe", "lora", "dora", "ia3", "adapter", "bitfit"):
+        cfg = compose_fn([*FT, f"peft={method}"])
+        extra = set((cfg.peft.get("optimizer") or {}).keys()) - {"lr", "weight_decay"}
+        assert not extra, f"peft={method}: optimizer defaults other than lr/weight_decay: {extra}"
+        build_adaptation(cfg.peft, tuple(cfg.allowed_targets))  # `optimizer` is not passed to the constructor
