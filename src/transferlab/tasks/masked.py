@@ -37,7 +37,7 @@ class MaskedTask(SSLTask):
         if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
             raise ConfigError("task.mask_ratio", ratio, "a number in (0, 1)")
 
-    def __init__(self, *args: Any, mask_ratio: float = 0.75, norm_pix_loss: bool = True,
+    def __init__(self, *args: Any, mask_ratio: float = 0.5, norm_pix_loss: bool = False,
                  decoder: dict[str, Any] | None = None, mlm: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if not isinstance(self.backbone, Transformer):
