@@ -4,6 +4,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from transferlab.config.accelerator import check_mps
 from transferlab.config.stages import is_pipeline
 from transferlab.config.switches import check_switches
 from transferlab.config.validate import validate
@@ -16,6 +17,7 @@ def preflight(cfg: DictConfig) -> None:
     """Every mistake the config shows, for every stage of a pipeline, before any stage trains."""
     validate(cfg)
     check_switches(cfg)
+    check_mps(cfg)
     check_logger_packages(cfg)
     dry_build_later_stages(cfg)
 

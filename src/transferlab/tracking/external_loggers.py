@@ -2,11 +2,12 @@
 
 `check_logger_packages(cfg)` runs in the pre-flight; `aim_logger` and `neptune_logger` are the presets'
 targets (their classes live in the tools' own packages, outside `allowed_targets`, and Lightning 2.6
-dropped its NeptuneLogger), imported only when used.
+dropped its NeptuneLogger), imported only when used; `mlflow_logger` allows MLflow's local file store.
 """
 
 import importlib
 import importlib.util
+import os
 from typing import Any
 
 from omegaconf import DictConfig
@@ -15,6 +16,7 @@ from transferlab.errors import ConfigError
 
 # a logger `_target_` -> (the module it needs, what to pip install)
 REQUIRES = {
+    "transferlab.tracking.external_loggers.mlflow_logger": ("mlflow", "mlflow-skinny"),
     "pytorch_lightning.loggers.MLFlowLogger": ("mlflow", "mlflow-skinny"),
     "pytorch_lightning.loggers.CometLogger": ("comet_ml", "comet-ml"),
     "pytorch_lightning.loggers.TensorBoardLogger": ("tensorboard", "tensorboard"),
@@ -56,3 +58,11 @@ def aim_logger(**kwargs: Any):
 def neptune_logger(**kwargs: Any):
     """Neptune's own Lightning integration (`neptune.integrations.pytorch_lightning.NeptuneLogger`)."""
     return _import("neptune.integrations.pytorch_lightning", "neptune", "neptune").NeptuneLogger(**kwargs)
+
+
+def mlflow_logger(**kwargs: Any):
+    """Lightning's MLFlowLogger. A `file:` tracking URI (the preset's offline default) is a choice the user made:
+    MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE=true, so this sets it (unless already set)."""
+    if str(kwargs.get("tracking_uri") or "").startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return _import("pytorch_lightning.loggers", "mlflow-skinny", "mlflow").MLFlowLogger(**kwargs)
