@@ -133,9 +133,9 @@ def test_extras_ignore_warnings_silences_warnings(tmp_path):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         apply_extras(compose_cfg([]), tmp_path)
-        warnings.warn("still shown", UserWarning)
+        warnings.warn("still shown", UserWarning, stacklevel=1)
         apply_extras(compose_cfg(["extras.ignore_warnings=true"]), tmp_path)
-        warnings.warn("silenced", UserWarning)
+        warnings.warn("silenced", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["still shown"]
 
 

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 
-
 def config_dir() -> str:
     """Where the entry points' configs are: `$TRANSFERLAB_CONFIG_DIR`; else, run from a source checkout
     (editable install or `PYTHONPATH=src`), its own `conf/`; else the installed package's copy."""

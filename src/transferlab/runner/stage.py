@@ -93,7 +93,8 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
             if isinstance(cb, StepStats):
                 summary.update(cb.summary())
         summary.update({
-            "task": cfg.task.name, "kind": getattr(task, "kind", "pretrain"), "peft": cfg.peft.name if getattr(task, "kind", "") == "finetune" else None,
+            "task": cfg.task.name, "kind": getattr(task, "kind", "pretrain"),
+            "peft": cfg.peft.name if getattr(task, "kind", "") == "finetune" else None,
             "data": cfg.data.name, "model": cfg.model.name, "seed": int(cfg.seed),
             "pretrained": str(getattr(task, "pretrained", None) or "") or None,
             "checkpoint": _relative(_checkpoint_file(trainer, "last"), out), "best_checkpoint": _relative(_checkpoint_file(trainer, "best"), out),
