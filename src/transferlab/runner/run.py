@@ -19,17 +19,22 @@ def train(cfg: DictConfig) -> float | None:
     """Validate every stage before any trains, run, and return the optimized metric (for sweepers)."""
     preflight(cfg)
     out = Path(str(cfg.paths.output_dir))
+    from transferlab.runner.run_folder import claim, release
     from transferlab.tracking.redact import install_log_filter, redact_files
 
     install_log_filter()
     redact_files(out)
-    if is_pipeline(cfg):
-        from transferlab.runner.pipeline import run_pipeline
+    claim(cfg, out, pipeline=is_pipeline(cfg))
+    try:
+        if is_pipeline(cfg):
+            from transferlab.runner.pipeline import run_pipeline
 
-        summary = run_pipeline(cfg, out)
-    else:
-        from transferlab.runner.stage import run_stage
+            summary = run_pipeline(cfg, out)
+        else:
+            from transferlab.runner.stage import run_stage
 
-        summary = run_stage(cfg, out)
+            summary = run_stage(cfg, out)
+    finally:
+        release(out)
     metric = cfg.get("optimized_metric")
     return summary.get(metric) if metric else None
