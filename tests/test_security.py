@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import ROOT, compose_cfg
 from omegaconf import OmegaConf
-from proc_helpers import run
+from proc_helpers import run, started
 
 from transferlab.errors import UserError
 
@@ -201,3 +201,153 @@ def test_hydra_callbacks_from_the_command_line_go_through_the_gate(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "resolves to posix.system" in r.stderr
     assert not marker.exists() and not (tmp_path / "run").exists()  # refused before Hydra wrote anything
+
+
+# -- 2. secrets never touch disk ----------------------------------------------------------------------
+
+SECRET_ARGS = [
+    ("+logger.wandb.api_key=abc123def456", "logger.wandb.api_key: a literal secret", "${oc.env:WANDB_API_KEY}"),
+    ("+logger.wandb={api_key:abc123def456}", "logger.wandb.api_key: a literal secret", "${oc.env:"),
+    ("+token=abc123def456", "token: a literal secret", "token='${oc.env:TOKEN}'"),
+    ("+hub.hf_token=hf_abcdefgh", "hub.hf_token: a literal secret", "${oc.env:HF_TOKEN}"),
+    ("+db.password=hunter2hunter2", "db.password: a literal secret", "${oc.env:PASSWORD}"),
+    ("+aws.secret_access_key=AKIAxyz", None, None),  # not a key name we mask (see below): allowed
+    ("+logger.wandb.api_key=aaaaaaaa,bbbbbbbb", "logger.wandb.api_key: a literal secret", "${oc.env:"),
+    ("+x.list=[1,{auth_token:abcdefgh}]", "x.list[1].auth_token: a literal secret", "${oc.env:"),
+    ("+note=my-env-secret-value", "note: the override holds the value of a secret environment variable", "${oc.env:NAME}"),
+    ("+logger.wandb.api_key=${oc.env:WANDB_API_KEY}", None, None),
+    ("+tokenizer.pad_token=[PAD]", None, None),
+    ("+logger.wandb.api_key=null", None, None),
+]
+
+
+@pytest.mark.parametrize("arg,expected,hint", SECRET_ARGS, ids=[a[0][:40] for a in SECRET_ARGS])
+def test_literal_secret_on_the_command_line_is_refused(monkeypatch, arg, expected, hint):
+    from transferlab.runner.cli_guard import check_command_line
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "my-env-secret-value")
+    if expected is None:
+        if "secret_access_key" in arg:  # secret_access_key ends in access_key: refused after all
+            with pytest.raises(UserError, match="a literal secret"):
+                check_command_line([arg])
+            return
+        check_command_line([arg])
+        return
+    with pytest.raises(UserError) as err:
+        check_command_line(["task=supervised", arg])
+    message = str(err.value)
+    assert message.startswith(expected) and hint in message and "\n" not in message, message
+    assert "abc123def456" not in message and "my-env-secret-value" not in message
+
+
+def test_secret_refused_before_hydra_writes_and_masked_when_in_a_config_file(tmp_path):
+    r = _cli("+logger.wandb.api_key=abc123def456", f"hydra.run.dir={tmp_path / 'cli'}")
+    assert r.returncode == 2 and r.stderr.startswith("error: logger.wandb.api_key: a literal secret"), r.stderr
+    assert "${oc.env:WANDB_API_KEY}" in r.stderr and not (tmp_path / "cli").exists()
+    # a secret in a config file: masked in .hydra/ at job start, even though validation then fails
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "leak.yaml").write_text("# @package _global_\nservice:\n  api_key: s3cr3t-from-a-file\n")
+    r = _cli("-cd", str(tmp_path / "conf"), "experiment=leak", "task=supervised", "optimizer.lr=-1",
+             f"hydra.run.dir={tmp_path / 'file'}")
+    assert r.returncode == 2 and "optimizer.lr=-1 is invalid" in r.stderr, r.stderr
+    written = [p for p in (tmp_path / "file").rglob("*") if p.is_file()]
+    assert any(p.name == "config.yaml" for p in written)
+    assert not [p for p in written if "s3cr3t-from-a-file" in p.read_text(errors="ignore")]
+
+
+# -- 3. no run is lost --------------------------------------------------------------------------------
+
+def test_finished_run_folder_is_refused_unless_resume_or_overwrite(tmp_path):
+    from transferlab.runner.run_folder import claim, release
+
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(UserError, match="already holds a run .metrics.json.: rerun with resume=auto"):
+        claim(compose_cfg(SUP, tmp_path), tmp_path)
+    claim(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
+    assert not (tmp_path / "metrics.json").exists() and (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    release(tmp_path)
+    assert not (tmp_path / ".lock").exists()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(UserError, match="checkpoints/last.ckpt"):
+        claim(compose_cfg(SUP, tmp_path), tmp_path)
+
+
+def test_finetune_may_not_write_into_its_pretrained_folder(tmp_path):
+    from transferlab.runner.run_folder import claim
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    for pretrained in (tmp_path, tmp_path / "checkpoints" / "last.ckpt"):
+        cfg = compose_cfg(["task=finetune", "model=mlp", "data=digits", f"task.pretrained={pretrained}", "overwrite=true"], tmp_path)
+        with pytest.raises(UserError, match="a checkpoint outside this run's folder"):
+            claim(cfg, tmp_path)
+
+
+def test_lock_keeps_a_second_live_run_out_and_takes_over_a_dead_ones(tmp_path):
+    import subprocess
+
+    from transferlab.runner.run_folder import claim, release
+
+    with started([sys.executable, "-c", "import time; time.sleep(60)"]) as holder:
+        (tmp_path / ".lock").write_text(f"{holder.pid}\n")
+        with pytest.raises(UserError) as err:
+            claim(compose_cfg(SUP, tmp_path), tmp_path)
+        assert f"in use by another live run (PID {holder.pid}" in str(err.value)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    dead.wait(timeout=30)
+    (tmp_path / ".lock").write_text(f"{dead.pid}\n")  # a stale lock: its process is gone
+    claim(compose_cfg(SUP, tmp_path), tmp_path)
+    assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    release(tmp_path)
+
+
+def test_resume_auto_refuses_a_changed_experiment(tmp_path):
+    from transferlab.runner.run_folder import check_resume_matches
+    from transferlab.tracking.redact import redact
+
+    stored = redact(OmegaConf.to_container(compose_cfg(SUP + ["resume=auto"], tmp_path), resolve=True))
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": stored}}, tmp_path / "checkpoints" / "last.ckpt")
+    check_resume_matches(compose_cfg(SUP + ["resume=auto", "data.num_workers=0"], tmp_path), tmp_path)  # same experiment
+    for override, fragment in (("seed=1", "seed: 0 -> 1"), ("model.hidden=7", "model.hidden: 256 -> 7"),
+                               ("data.classes=[0,1]", "data.classes: None -> [0, 1]")):
+        with pytest.raises(UserError) as err:
+            check_resume_matches(compose_cfg(SUP + ["resume=auto", override], tmp_path), tmp_path)
+        assert fragment in str(err.value) and "resume_force=true" in str(err.value), str(err.value)
+    check_resume_matches(compose_cfg(SUP + ["resume=auto", "seed=1", "resume_force=true"], tmp_path), tmp_path)
+
+
+# -- 5. stray temporary files, disk full, Ctrl-C ------------------------------------------------------
+
+def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+
+    from transferlab.utils.io import remove_stale_tmp
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    dead.wait(timeout=30)
+    (tmp_path / "checkpoints").mkdir()
+    stale = tmp_path / "checkpoints" / f".last.ckpt.{dead.pid}.tmp"
+    live = tmp_path / "checkpoints" / f".last.ckpt.{os.getpid()}.tmp"
+    other = tmp_path / "checkpoints" / "notes.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"half a checkpoint")
+    assert remove_stale_tmp(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_disk_full_is_one_line(capsys):
+    import errno
+
+    from transferlab.runner.entry import report_user_errors
+
+    def save():
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints/last.ckpt")
+
+    with pytest.raises(SystemExit) as code:
+        report_user_errors(save)()
+    err = capsys.readouterr().err
+    assert code.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: disk full while writing /runs/x/checkpoints/last.ckpt (No space left on device)")
