@@ -4,6 +4,7 @@ Each code-execution attack points at a marker file; the test asserts the marker 
 """
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -351,3 +352,27 @@ def test_disk_full_is_one_line(capsys):
     err = capsys.readouterr().err
     assert code.value.code == 2 and err.count("\n") == 1
     assert err.startswith("error: disk full while writing /runs/x/checkpoints/last.ckpt (No space left on device)")
+
+
+def test_single_ctrl_c_saves_like_sigterm_and_says_how_to_resume(tmp_path, capsys):
+    from transferlab.runner import entry
+    from transferlab.runner.run import train
+
+    cfg = compose_cfg(SUP + ["trainer.enable_progress_bar=false", "trainer.max_epochs=3", "trainer.limit_train_batches=4",
+                             "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                             "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
+                             "+callbacks.ctrl_c._target_=fault_helpers.SendSignal", "+callbacks.ctrl_c.at_step=2",
+                             f"+callbacks.ctrl_c.signum={int(signal.SIGINT)}"], tmp_path)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        entry.install_ctrl_c_handler()
+        with pytest.raises(SystemExit) as code:
+            entry.report_user_errors(train)(cfg)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        entry.INTERRUPTED["by_user"] = False
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code.value.code == 130
+    assert len(err) == 1 and err[0].startswith("error: interrupted (Ctrl-C) at step 2: checkpoint saved in"), err
+    assert "rerun with resume=auto" in err[0]
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
