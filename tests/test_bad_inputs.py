@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import proc_helpers
 import pytest
 from conftest import ROOT, compose_cfg
 
@@ -244,8 +245,8 @@ def test_bad_data_file(tmp_path, name, content, expected):
 # -- the real command line ------------------------------------------------------------------------
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "transferlab.train", *args], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120)
+    return proc_helpers.run([sys.executable, "-m", "transferlab.train", *args], cwd=ROOT, env={**os.environ, **(env or {})},
+                            timeout=120)
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -266,7 +267,7 @@ def test_config_error_never_imports_torch(tmp_path):
             f"try:\n    validate(compose_cfg(['task=supervised', 'optimizer.lr=-1'], {str(tmp_path)!r}))\n"
             "except UserError as e:\n    print('caught', e)\n"
             "print('torch' in sys.modules, 'pytorch_lightning' in sys.modules)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    r = proc_helpers.run([sys.executable, "-c", code], cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "caught optimizer.lr=-1" in r.stdout
     assert r.stdout.strip().splitlines()[-1] == "False False"
