@@ -1,6 +1,7 @@
 """Each `peft=` method may carry its own optimizer defaults (`peft.optimizer`); overrides still win."""
 
 import pytest
+
 from transferlab.runner.build import build_adaptation
 
 FT = ["task=finetune", "model=transformer"]

@@ -92,7 +92,7 @@ def report(rows: list[dict]) -> str:
     for r in rows:
         cells.setdefault((r["method"], float(r["lr"]), int(r["epochs"])), {})[int(r["seed"])] = r
     best_full = {}
-    for (method, lr, ep), by_seed in cells.items():
+    for (method, _lr, ep), by_seed in cells.items():
         if method == "full":
             val = statistics.mean(float(r["val_acc"]) for r in by_seed.values())
             if ep not in best_full or val > best_full[ep][0]:
