@@ -27,3 +27,14 @@ def test_every_methods_defaults_are_optimizer_keys_not_constructor_arguments(com
         extra = set((cfg.peft.get("optimizer") or {}).keys()) - {"lr", "weight_decay"}
         assert not extra, f"peft={method}: optimizer defaults other than lr/weight_decay: {extra}"
         build_adaptation(cfg.peft, tuple(cfg.allowed_targets))  # `optimizer` is not passed to the constructor
+
+
+def test_pipeline_stages_take_the_method_default_only_where_they_fine_tune(compose_fn, tmp_path):
+    from transferlab.config.stages import stage_config
+
+    cfg = compose_fn(["model=transformer", "peft=lora", "+peft.optimizer.lr=0.05", "~task.finetune_optimizer.lr"])
+    lrs = {name: stage_config(cfg, name, tmp_path).optimizer.lr for name in cfg.task.stages}
+    assert lrs["finetune"] == pytest.approx(0.05)      # the method's default
+    assert lrs["pretrain"] == pytest.approx(3e-3)      # pretraining adapts nothing: the optimizer group
+    assert lrs["scratch"] == pytest.approx(3e-3)       # peft=full: no method default
+    assert lrs["linear_probe"] == pytest.approx(1e-2)  # the stage's own optimizer key wins

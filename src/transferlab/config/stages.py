@@ -10,6 +10,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.config.instantiate import DEFAULT_ALLOWED, task_kind
+
 REPLACED = ("task", "peft")
 STAGE_KEYS = ("init_from", "label", "report")
 
@@ -27,6 +29,10 @@ def stage_config(cfg: DictConfig, name: str, out: Path) -> DictConfig:
     for key in REPLACED:
         if key in stage:
             root[key] = stage.pop(key)
+    allowed = tuple(root.get("allowed_targets") or DEFAULT_ALLOWED)
+    if "_target_" in root.get("task", {}) and task_kind(OmegaConf.create(root["task"]), allowed) != "finetune":
+        # a pretraining stage adapts nothing: the fine-tuning method's optimizer defaults are not its own
+        (root.get("peft") or {}).pop("optimizer", None)
     new = OmegaConf.merge(OmegaConf.create(root), OmegaConf.create(stage))
     new.paths.output_dir = str(out / name)
     if init_from:
