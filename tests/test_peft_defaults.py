@@ -38,3 +38,12 @@ def test_pipeline_stages_take_the_method_default_only_where_they_fine_tune(compo
     assert lrs["pretrain"] == pytest.approx(3e-3)      # pretraining adapts nothing: the optimizer group
     assert lrs["scratch"] == pytest.approx(3e-3)       # peft=full: no method default
     assert lrs["linear_probe"] == pytest.approx(1e-2)  # the stage's own optimizer key wins
+
+
+def test_method_defaults_pass_validation_and_bad_ones_are_refused(compose_fn, tmp_path):
+    from transferlab.config.validate import validate, validate_config_only
+    from transferlab.errors import ConfigError
+
+    validate(compose_fn([*FT, "peft=lora", "+peft.optimizer.lr=0.01"], tmp_path))  # a known key of peft
+    with pytest.raises(ConfigError, match="peft.optimizer.lr"):
+        validate_config_only(compose_fn([*FT, "peft=lora", "+peft.optimizer.lr=-1"], tmp_path))
