@@ -1,0 +1,56 @@
+"""Per-block features of any backbone (cnn, mlp, transformer, hf) through forward hooks.
+
+`block_names()` lists what a backbone is made of in order; each name that is a module gets a
+forward hook whose output (the first tensor of a tuple, as Hugging Face layers return) is the
+block's representation. Names that are bare parameters (a transformer's `cls_token`, `pos_embed`)
+have no output of their own and yield no features. A hook added after an adaptation's own hook
+(bottleneck adapters run as one) sees the adapted output.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def block_modules(backbone: nn.Module) -> dict[str, nn.Module | None]:
+    """{block name: its module, or None when the name is a parameter}, in `block_names()` order."""
+    modules = dict(backbone.named_modules())
+    return {name: modules.get(name) for name in backbone.block_names()}
+
+
+def reduce(output: torch.Tensor, tokens_last: bool, max_dim: int) -> torch.Tensor:
+    """[B, ...] -> [B, D]: flattened while that stays within `max_dim` values per example, else averaged
+    over positions (tokens for sequence models, spatial axes for convnets)."""
+    if output.dim() == 2 or output[0].numel() <= max_dim:
+        return output.flatten(1)
+    return output.mean(1) if tokens_last else output.flatten(2).mean(2)
+
+
+@contextmanager
+def capture_blocks(backbone: nn.Module, max_dim: int = 2048) -> Iterator[dict[str, torch.Tensor]]:
+    """While open, every forward of `backbone` fills the yielded dict with {block name: [B, D] features}."""
+    tokens_last = hasattr(backbone, "forward_tokens")
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in block_modules(backbone).items():
+        if module is None:
+            continue
+
+        def hook(_module, _args, output, name=name):
+            out = output if torch.is_tensor(output) else next((o for o in output if torch.is_tensor(o)), None)
+            if out is not None and out.is_floating_point():
+                store[name] = reduce(out.detach(), tokens_last, max_dim)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def inputs_of(batch) -> torch.Tensor:
+    """The input tensor of a datamodule batch ((x, y) or x)."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
