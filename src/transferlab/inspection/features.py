@@ -1,10 +1,11 @@
 """Per-block features of any backbone (cnn, mlp, transformer, hf) through forward hooks.
 
-`block_names()` lists what a backbone is made of in order; each name that is a module gets a
-forward hook whose output (the first tensor of a tuple, as Hugging Face layers return) is the
-block's representation. Names that are bare parameters (a transformer's `cls_token`, `pos_embed`)
-have no output of their own and yield no features. A hook added after an adaptation's own hook
-(bottleneck adapters run as one) sees the adapted output.
+`block_names()` lists what a backbone is made of in order; the block's representation is its
+output (the first tensor of a tuple, as Hugging Face layers return). A block that is a container
+the backbone never calls itself (the MLP's `ModuleDict` of fc + norm) is represented by the output
+of its last submodule that ran. Names that are bare parameters (a transformer's `cls_token`,
+`pos_embed`) have no output of their own and yield no features. A hook added after an adaptation's
+own hook (bottleneck adapters run as one) sees the adapted output.
 """
 
 from collections.abc import Iterator
@@ -28,24 +29,37 @@ def reduce(output: torch.Tensor, tokens_last: bool, max_dim: int) -> torch.Tenso
     return output.mean(1) if tokens_last else output.flatten(2).mean(2)
 
 
+class BlockOutputs:
+    """What one forward left in each block: `take()` gives {block name: [B, D] features} and resets."""
+
+    def __init__(self, tokens_last: bool, max_dim: int):
+        self.tokens_last, self.max_dim = tokens_last, max_dim
+        self.raw: dict[str, torch.Tensor] = {}
+
+    def take(self) -> dict[str, torch.Tensor]:
+        out = {name: reduce(t, self.tokens_last, self.max_dim) for name, t in self.raw.items()}
+        self.raw.clear()
+        return out
+
+
 @contextmanager
-def capture_blocks(backbone: nn.Module, max_dim: int = 2048) -> Iterator[dict[str, torch.Tensor]]:
-    """While open, every forward of `backbone` fills the yielded dict with {block name: [B, D] features}."""
-    tokens_last = hasattr(backbone, "forward_tokens")
-    store: dict[str, torch.Tensor] = {}
+def capture_blocks(backbone: nn.Module, max_dim: int = 2048) -> Iterator[BlockOutputs]:
+    """While open, each forward of `backbone` records every block's output; read it with `take()`."""
+    captured = BlockOutputs(hasattr(backbone, "forward_tokens"), max_dim)
     handles = []
-    for name, module in block_modules(backbone).items():
-        if module is None:
+    for name, block in block_modules(backbone).items():
+        if block is None:
             continue
 
         def hook(_module, _args, output, name=name):
+            # submodules finish first, the block itself last: the last write is the block's own output when it runs
             out = output if torch.is_tensor(output) else next((o for o in output if torch.is_tensor(o)), None)
             if out is not None and out.is_floating_point():
-                store[name] = reduce(out.detach(), tokens_last, max_dim)
+                captured.raw[name] = out.detach()
 
-        handles.append(module.register_forward_hook(hook))
+        handles += [m.register_forward_hook(hook) for m in block.modules()]
     try:
-        yield store
+        yield captured
     finally:
         for handle in handles:
             handle.remove()

@@ -11,7 +11,8 @@ from transferlab.inspection.features import block_modules, capture_blocks, input
 
 @dataclass
 class Comparison:
-    cka: dict[str, float | None]            # block name -> CKA(backbone, reference); None: no output of its own
+    cka: dict[str, float | None]            # block name -> CKA(backbone, reference); None: no output of its own,
+                                            # or the same output for every example (position embeddings)
     features: torch.Tensor                  # pooled features of the backbone [n, D] (at most `keep` examples)
     reference_features: torch.Tensor        # ... and of the reference
     labels: torch.Tensor
@@ -35,16 +36,23 @@ def compare(backbone: nn.Module, reference: nn.Module, loader, device: str = "cp
         for batch in loader:
             x = inputs_of(batch).to(device)
             f, g = backbone(x), reference(x)
+            a, b = ours.take(), theirs.take()
             for name in names:
-                if name in ours and name in theirs:
-                    acc[name].update(ours[name], theirs[name])
-                    widths[name] = int(ours[name].shape[1])
+                if name in a and name in b:
+                    acc[name].update(a[name], b[name])
+                    widths[name] = int(a[name].shape[1])
             if n < keep:
                 pooled.append(f.cpu())
                 pooled_ref.append(g.cpu())
                 labels.append(batch[1].cpu() if isinstance(batch, (tuple, list)) and len(batch) > 1 else torch.zeros(len(x)))
             n += len(x)
-            ours.clear()
-            theirs.clear()
-    cka = {name: (acc[name].compute() if acc[name].n else None) for name in names}
+    cka = {name: _defined(acc[name]) for name in names}
     return Comparison(cka, torch.cat(pooled)[:keep], torch.cat(pooled_ref)[:keep], torch.cat(labels)[:keep].long(), n, widths)
+
+
+def _defined(acc: StreamingCKA) -> float | None:
+    """CKA, or None where it is undefined: the block never ran, or its output is constant over examples."""
+    if not acc.n:
+        return None
+    value = acc.compute()
+    return None if value != value else value

@@ -2,8 +2,10 @@
 
 The fine-tuned backbone is the merged one for LoRA-family methods (their low-rank updates folded
 into the weights, `Adaptation.merge`). Parameters the pretrained backbone does not have (bottleneck
-adapters, which cannot be merged) count as a change from zero, so an adapter's block shows
-||adapter|| / ||W_pre||; that part is also reported alone as `added`.
+adapters, which are nonlinear and cannot be merged) are reported apart as `added` = ||new|| / ||W_pre||:
+their norm says nothing about how far the function moved (an adapter's random down-projection is
+large while its zero up-projection leaves the block unchanged), so they are not mixed into
+`weight_change`; CKA is what shows an adapter's effect.
 """
 
 import math
@@ -40,9 +42,12 @@ def weight_change(finetuned: nn.Module, pretrained: nn.Module) -> dict[str, dict
         block = owner_block(name, blocks)
         if block is not None:
             sums[block]["base"] += float(p.detach().double().pow(2).sum())
-    out: dict[str, dict[str, float | None]] = {}
-    for b, s in sums.items():
-        base = math.sqrt(s["base"])
-        out[b] = {"weight_change": math.sqrt(s["diff"] + s["added"]) / base if base > 0 else None,
-                  "added": math.sqrt(s["added"]) / base if base > 0 else None}
-    return out
+    return {b: {"weight_change": _relative(s["diff"], s["base"]), "added": _relative(s["added"], s["base"])}
+            for b, s in sums.items()}
+
+
+def _relative(squared: float, base_squared: float) -> float | None:
+    """sqrt(squared / base_squared); 0 when nothing moved, None when a zero weight (cls_token at init) moved."""
+    if squared == 0:
+        return 0.0
+    return math.sqrt(squared / base_squared) if base_squared > 0 else None
