@@ -145,3 +145,39 @@ def test_random_init_scores_clearly_lower_than_the_pretrained_backbone_and_error
     assert other["fc"] < 0.9, other
     with pytest.raises(ConfigError, match="reference"):
         inspect(f"ckpt_path={runs / 'pre'}")
+
+
+@pytest.mark.parametrize("kind", ["signal", "image", "text"])
+def test_attributions_have_the_input_positions_and_integrated_gradients_add_up(kind, tmp_path):
+    """Completeness (Sundararajan et al., 2017): IG attributions sum to f(x) - f(baseline) for the target."""
+    pytest.importorskip("captum")
+    import numpy as np
+
+    from transferlab.inspection.attributions import attribute
+    from transferlab.inspection.plots import attribution_plot
+
+    torch.manual_seed(0)
+    if kind == "text":
+        backbone, x = Transformer((12,), width=16, depth=1, heads=2, vocab_size=30, pad_id=0), torch.randint(1, 30, (4, 12))
+        x[:, 9:] = 0
+        baseline = torch.zeros_like(x)
+    else:
+        shape = (1, 40) if kind == "signal" else (1, 8, 8)
+        backbone, x = CNN(shape, channels=(4, 8), hidden=16, dropout=0.0), torch.randn(4, *shape)
+        baseline = torch.zeros_like(x)
+    model = torch.nn.Sequential(backbone, torch.nn.Linear(16, 3)).eval()
+    target = torch.tensor([0, 1, 2, 0])
+    attr = attribute(model, backbone, x, target, "integrated_gradients", steps=64, pad_id=0)
+    assert attr.shape == x.shape
+    with torch.no_grad():  # (for text the padding mask differs between x and the baseline: no completeness check)
+        gap = model(x).gather(1, target[:, None]).squeeze(1) - model(baseline).gather(1, target[:, None]).squeeze(1)
+    if kind == "text":  # the baseline is the padding token: padded positions get exactly nothing
+        assert bool((attr[:, 9:] == 0).all()) and bool((attr[:, :9] != 0).any())
+    else:  # ReLU/max-pool kinks: the 64-step integral is close, not exact
+        assert attr.flatten(1).sum(1) == pytest.approx(gap.tolist(), abs=0.1 * float(gap.abs().max()) + 1e-3)
+    saliency = attribute(model, backbone, x, target, "saliency")
+    assert saliency.shape == x.shape and bool((saliency >= 0).all())
+    decode = (lambda t: f"w{t}") if kind == "text" else None
+    path = attribution_plot(x.numpy(), attr.numpy(), target.numpy(), np.array([0, 1, 1, 0]), "integrated_gradients",
+                            tmp_path / f"{kind}.png", decode=decode, pad_id=0 if decode else None)
+    assert path.stat().st_size > 5_000

@@ -114,9 +114,9 @@ def attribution_plot(x: np.ndarray, attr: np.ndarray, labels: np.ndarray, preds:
 
 def _draw_tokens(ax, ids: np.ndarray, scores: np.ndarray, decode: Callable[[int], str], pad_id: int | None,
                  max_tokens: int = 48, per_line: int = 12) -> None:
-    import matplotlib.cm as cm
+    import matplotlib
 
-    cmap = cm.get_cmap("coolwarm")
+    cmap = matplotlib.colormaps["coolwarm"]
     shown = [(int(t), float(s)) for t, s in zip(ids, scores) if pad_id is None or int(t) != pad_id][:max_tokens]
     for i, (tok, score) in enumerate(shown):
         word = decode(tok) or "·"
