@@ -120,7 +120,8 @@ def report(rows: list[dict], meta: dict) -> str:
     parts = ["CKA to the pretrained backbone (mean ± std over seeds; 1 = same representation)\n",
              markdown_table(["method", *blocks], [[m, *(fmt([r["cka"] for r in by.get((m, b), [])], 1, 3) for b in blocks)]
                                                    for m in methods]),
-             "\n\nRelative weight change ||W_ft - W_pre|| / ||W_pre|| (LoRA merged; an adapter's own weights are not counted: its frozen backbone shows 0)\n",
+             "\n\nRelative weight change ||W_ft - W_pre|| / ||W_pre|| "
+             "(LoRA merged; an adapter's own weights are not counted: its frozen backbone shows 0)\n",
              markdown_table(["method", *blocks, "test acc %"],
                             [[m, *(fmt([r["weight_change"] for r in by.get((m, b), [])], 1, 3) for b in blocks),
                               fmt([r["test_acc"] for r in by.get((m, blocks[0]), [])])] for m in methods if m in METHODS])]

@@ -84,7 +84,10 @@ def attribution_plot(x: np.ndarray, attr: np.ndarray, labels: np.ndarray, preds:
     width = 7.0 if text else 3.2
     fig, axes = plt.subplots(len(classes), per_class, figsize=(width * per_class, (1.6 if text else 2.2) * len(classes)),
                              squeeze=False)
-    name = (lambda c: class_names[c] if class_names is not None and c < len(class_names) else str(c))
+
+    def name(c: int) -> str:
+        return class_names[c] if class_names is not None and c < len(class_names) else str(c)
+
     slots = {c: 0 for c in classes}
     for xi, ai, yi, pi in zip(x, attr, labels.tolist(), preds.tolist()):
         ax = axes[classes.index(yi), slots[yi]]
