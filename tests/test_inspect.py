@@ -83,7 +83,10 @@ def test_weight_change_is_relative_per_block_and_counts_new_parameters_apart():
     fc = math.sqrt(float(before.fc.weight.pow(2).sum())) * 0.2 / math.sqrt(sum(float(p.pow(2).sum()) for p in before.fc.parameters()))
     assert change["fc"]["weight_change"] == pytest.approx(fc, rel=1e-6)
     assert change["blocks.0"]["weight_change"] == 0.0 and change["blocks.0"]["added"] > 0
-    assert change["blocks.1"] == {"weight_change": 0.0, "added": 0.0}
+    assert change["blocks.1"] == {"weight_change": 0.0, "added": 0.0, "buffer_change": 0.0}
+    assert change["fc"]["buffer_change"] is None  # a linear layer has no buffers
+    after.blocks[1][1].running_mean.add_(1.0)  # BatchNorm statistics move without any weight moving
+    assert weight_change(after, before)["blocks.1"]["buffer_change"] > 0
 
 
 @pytest.fixture(scope="module")

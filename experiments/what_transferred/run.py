@@ -85,7 +85,8 @@ def inspect_runs(down: list[Job], seeds: list[int], work: Path) -> list[dict]:
         acc = json.loads((run / "metrics.json").read_text()).get("test/acc")
         for depth, b in enumerate(result["blocks"]):
             rows.append({**job.tags, "block": b["name"], "depth": depth, "cka": b["cka"], "weight_change": b["weight_change"],
-                         "added": b["added"], "test_acc": acc, "inspect_s": round(result["time/wall_s"], 2)})
+                         "added": b["added"], "buffer_change": b.get("buffer_change"), "test_acc": acc,
+                         "inspect_s": round(result["time/wall_s"], 2)})
         if job.tags["method"] == "full" and result["noise_floor"]:
             rows += [{"method": "seed noise (pretrained vs other seed)", "seed": s, "block": name, "depth": d, "cka": v}
                      for d, (name, v) in enumerate(result["noise_floor"].items())]
@@ -125,6 +126,13 @@ def report(rows: list[dict], meta: dict) -> str:
              markdown_table(["method", *blocks, "test acc %"],
                             [[m, *(fmt([r["weight_change"] for r in by.get((m, b), [])], 1, 3) for b in blocks),
                               fmt([r["test_acc"] for r in by.get((m, blocks[0]), [])])] for m in methods if m in METHODS])]
+    with_buffers = [b for b in blocks if any(r.get("buffer_change") is not None for r in rows if r["block"] == b)]
+    if with_buffers:
+        parts += ["\n\nRelative change of the normalisation statistics (BatchNorm running mean/var): not weights, "
+                  "but they move whenever the backbone trains in train mode\n",
+                  markdown_table(["method", *with_buffers],
+                                 [[m, *(fmt([r["buffer_change"] for r in by.get((m, b), [])], 1, 3) for b in with_buffers)]
+                                  for m in methods if m in METHODS])]
     return "".join(parts)
 
 
@@ -183,7 +191,8 @@ def main() -> None:
     data = json.loads((OUT / f"results{stem}.json").read_text())
     rows, meta = data["rows"], data["meta"]
     table = report(rows, meta)
-    (OUT / f"table{stem}.md").write_text(table + f"\n\nWall time: {meta['wall_s']} s (training + inspect, {meta['command']}).\n")
+    (OUT / f"table{stem}.md").write_text(table + f"\n\nWall time of `{meta['command']}`: {meta['wall_s']} s "
+                                            "(finished training runs are reused; inspect always reruns).\n")
     print(table)
     plot(rows, OUT / f"what_transferred{stem}.png")
     if not args.smoke:

@@ -42,7 +42,8 @@ def measure(pair: RunPair, loader, device: str, max_dim: int) -> tuple[dict[str,
     comparison = compare(backbone, pair.reference, loader, device, max_dim)
     change = weight_change(backbone.cpu(), pair.reference.cpu())
     blocks = [{"name": name, "cka": comparison.cka.get(name), "weight_change": change[name]["weight_change"],
-               "added": change[name]["added"], "feature_width": comparison.reduced.get(name)}
+               "added": change[name]["added"], "buffer_change": change[name]["buffer_change"],
+               "feature_width": comparison.reduced.get(name)}
               for name in pair.reference.block_names()]
     return {"label": pair.label, "run": pair.run, "reference": pair.reference_path, "blocks": blocks,
             "examples": comparison.examples}, comparison

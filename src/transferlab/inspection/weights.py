@@ -5,7 +5,9 @@ into the weights, `Adaptation.merge`). Parameters the pretrained backbone does n
 adapters, which are nonlinear and cannot be merged) are reported apart as `added` = ||new|| / ||W_pre||:
 their norm says nothing about how far the function moved (an adapter's random down-projection is
 large while its zero up-projection leaves the block unchanged), so they are not mixed into
-`weight_change`; CKA is what shows an adapter's effect.
+`weight_change`; CKA is what shows an adapter's effect. Floating buffers (BatchNorm's running mean
+and variance) are not weights but move whenever the backbone trains in train mode, even with every
+weight frozen; their relative change is reported as `buffer_change`.
 """
 
 import math
@@ -42,8 +44,24 @@ def weight_change(finetuned: nn.Module, pretrained: nn.Module) -> dict[str, dict
         block = owner_block(name, blocks)
         if block is not None:
             sums[block]["base"] += float(p.detach().double().pow(2).sum())
-    return {b: {"weight_change": _relative(s["diff"], s["base"]), "added": _relative(s["added"], s["base"])}
-            for b, s in sums.items()}
+    buffers = _buffer_change(finetuned, pretrained, blocks)
+    return {b: {"weight_change": _relative(s["diff"], s["base"]), "added": _relative(s["added"], s["base"]),
+                "buffer_change": buffers.get(b)} for b, s in sums.items()}
+
+
+def _buffer_change(finetuned: nn.Module, pretrained: nn.Module, blocks: list[str]) -> dict[str, float | None]:
+    """{block: ||buffers_ft - buffers_pre|| / ||buffers_pre||} over floating buffers (blocks without any: absent)."""
+    before = {n: b for n, b in pretrained.named_buffers() if b.is_floating_point()}
+    sums: dict[str, list[float]] = {}
+    for name, buf in finetuned.named_buffers():
+        block = owner_block(name, blocks)
+        if block is None or name not in before or before[name].shape != buf.shape:
+            continue
+        pre = before[name].detach().double().cpu()
+        acc = sums.setdefault(block, [0.0, 0.0])
+        acc[0] += float((buf.detach().double().cpu() - pre).pow(2).sum())
+        acc[1] += float(pre.pow(2).sum())
+    return {b: _relative(diff, base) for b, (diff, base) in sums.items()}
 
 
 def _relative(squared: float, base_squared: float) -> float | None:
