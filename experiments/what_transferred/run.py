@@ -136,7 +136,7 @@ def report(rows: list[dict], meta: dict) -> str:
     return "".join(parts)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, model: str) -> None:
     plt = pyplot()
     blocks = list(dict.fromkeys(r["block"] for r in rows))
     by = group(rows, ["method", "block"])
@@ -162,13 +162,14 @@ def plot(rows: list[dict], path: Path) -> None:
     top.set_ylabel("linear CKA to the pretrained backbone")
     bottom.set_ylabel("relative weight change ||ΔW|| / ||W_pre||")
     for ax in (top, bottom):
-        ax.set_xticks(list(xs), blocks)
+        ax.set_xticks(list(xs), blocks, rotation=30, ha="right")
         ax.set_xlabel("block (input -> output)")
         ax.grid(alpha=0.3)
     top.set_title("Representation similarity (test set, classes 5-9)", fontsize=10)
     bottom.set_title("How far the weights moved", fontsize=10)
     top.legend(fontsize=7, loc="lower left")
-    fig.suptitle("What transferred: MNIST-1D 0-4 -> 5-9, 5 labels/class (mean; band = min-max over 3 seeds)", fontsize=11)
+    fig.suptitle(f"What transferred (model={model}): MNIST-1D 0-4 -> 5-9, 5 labels/class (mean; band = min-max over seeds)",
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -194,7 +195,7 @@ def main() -> None:
     (OUT / f"table{stem}.md").write_text(table + f"\n\nWall time of `{meta['command']}`: {meta['wall_s']} s "
                                             "(finished training runs are reused; inspect always reruns).\n")
     print(table)
-    plot(rows, OUT / f"what_transferred{stem}.png")
+    plot(rows, OUT / f"what_transferred{stem}.png", meta.get("model", args.model))
     if not args.smoke:
         showcase = work / f"full_s{args.seeds[0]}" / "inspect"
         for name in ("feature_maps.png", "attributions.png", "representation.png"):
