@@ -7,7 +7,8 @@ inspected with `transferlab.inspect` (in this process, the same code path as the
 set; the noise floor is the CKA between the seed's pretrained backbone and the next seed's, and a
 randomly initialised backbone against the pretrained one shows what "unrelated" looks like.
 
-    nice python experiments/what_transferred/run.py --inprocess
+    nice python experiments/what_transferred/run.py --inprocess [--model transformer]
+    nice python experiments/what_transferred/run.py --inprocess --data bbc_news   # the text recipe (not run yet)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from studylib import (  # noqa: E402
     output_dir,
     parser,
     pyplot,
+    run_jobs,
     run_stages,
     save_study,
     workdir,
@@ -43,6 +45,7 @@ METHODS = {  # name -> (overrides, fine-tuning lr: the pipeline's 1e-3 / 1e-2, p
     "bitfit": (["peft=bitfit"], 1e-2),
 }
 SOURCE, TARGET = "data.classes=[0,1,2,3,4]", "data.classes=[5,6,7,8,9]"
+BBC_STAGES = {"finetune": "full", "lora": "lora", "linear_probe": "linear_probe"}  # stage of experiment=bbc_news_mlm -> method
 
 
 def plan(seeds: list[int], model: str, smoke: bool) -> tuple[list[Job], list[Job]]:
@@ -67,45 +70,55 @@ def compose(name: str, overrides: list[str]):
         return hydra_compose(config_name=name, overrides=overrides)
 
 
-def inspect_runs(down: list[Job], seeds: list[int], work: Path) -> list[dict]:
+def targets_of(down: list[Job], seeds: list[int], work: Path, bbc: bool) -> list[tuple[Path, dict, Path]]:
+    """(fine-tuned run folder, tags, the next seed's pretraining run) for every finished fine-tune."""
+    def pretrain(s: int) -> Path:
+        nxt = seeds[(seeds.index(s) + 1) % len(seeds)]
+        return work / f"bbc_s{nxt}" / "pretrain" if bbc else work / f"pre_s{nxt}"
+
+    if bbc:  # the recipe's pipeline: its finetune (full), lora and linear_probe stages share the MLM pretraining
+        return [(work / job.name / stage, {"method": method, "seed": job.tags["seed"]}, pretrain(job.tags["seed"]))
+                for job in down for stage, method in BBC_STAGES.items()]
+    return [(work / job.name, job.tags, pretrain(job.tags["seed"])) for job in down]
+
+
+def inspect_runs(targets: list[tuple[Path, dict, Path]], seeds: list[int], random_init) -> list[dict]:
     """`inspect` on every fine-tuned run (the next seed's pretraining as noise floor); one row per block."""
     from transferlab.inspect import inspect_run
 
     rows = []
-    for job in down:
-        run = work / job.name
+    for run, tags, other in targets:
         if not (run / "metrics.json").is_file():
             continue
-        s = job.tags["seed"]
-        other = work / f"pre_s{seeds[(seeds.index(s) + 1) % len(seeds)]}"
-        showcase = job.tags["method"] == "full" and s == seeds[0]  # pictures for one run; numbers for all
+        s = tags["seed"]
+        showcase = tags["method"] == "full" and s == seeds[0]  # pictures for one run; numbers for all
         overrides = [f"ckpt_path={run}", f"noise_floor={other}" if len(seeds) > 1 else "noise_floor=null",
                      f"projection={'pca' if showcase else 'null'}", f"attribution={'integrated_gradients' if showcase else 'null'}"]
         result = inspect_run(compose("inspect", overrides))
         acc = json.loads((run / "metrics.json").read_text()).get("test/acc")
         for depth, b in enumerate(result["blocks"]):
-            rows.append({**job.tags, "block": b["name"], "depth": depth, "cka": b["cka"], "weight_change": b["weight_change"],
+            rows.append({**tags, "block": b["name"], "depth": depth, "cka": b["cka"], "weight_change": b["weight_change"],
                          "added": b["added"], "buffer_change": b.get("buffer_change"), "test_acc": acc,
                          "inspect_s": round(result["time/wall_s"], 2)})
-        if job.tags["method"] == "full" and result["noise_floor"]:
+        if tags["method"] == "full" and result["noise_floor"]:
             rows += [{"method": "seed noise (pretrained vs other seed)", "seed": s, "block": name, "depth": d, "cka": v}
                      for d, (name, v) in enumerate(result["noise_floor"].items())]
-            rows += random_init_rows(work / f"pre_s{s}", s)
+            rows += random_init(Path(result["reference"]), s)
     return rows
 
 
-def random_init_rows(pretrained: Path, seed: int) -> list[dict]:
-    """CKA between the pretrained backbone and the same architecture at random init (target test set)."""
+def random_init_rows(pretrained: Path, seed: int, train: list[str], data: list[str]) -> list[dict]:
+    """CKA between the pretrained backbone and the same architecture at random init (the target test set)."""
     import torch
 
     from transferlab.inspection.similarity import compare
     from transferlab.runner.build import build_backbone
     from transferlab.runner.restore import restore_backbone
 
-    cfg = compose("inspect", ["ckpt_path=x", "data=mnist1d", TARGET])
-    restored = restore_backbone(pretrained, list(cfg.allowed_targets), data=cfg.data, stage="test")
+    cfg = compose("inspect", ["ckpt_path=x", *data])
+    restored = restore_backbone(pretrained, list(cfg.allowed_targets), data=cfg.get("data"), stage="test")
     torch.manual_seed(1000 + seed)
-    random = build_backbone(compose("train", [f"model={restored.config['model']['name']}", "data=mnist1d"]), restored.datamodule.spec)
+    random = build_backbone(compose("train", train), restored.datamodule.spec)
     cka = compare(random, restored.backbone, restored.datamodule.test_dataloader()).cka
     return [{"method": "random init vs pretrained", "seed": seed, "block": name, "depth": d, "cka": v}
             for d, (name, v) in enumerate(cka.items())]
@@ -136,7 +149,7 @@ def report(rows: list[dict], meta: dict) -> str:
     return "".join(parts)
 
 
-def plot(rows: list[dict], path: Path, model: str) -> None:
+def plot(rows: list[dict], path: Path, model: str, data: str = "mnist1d") -> None:
     plt = pyplot()
     blocks = list(dict.fromkeys(r["block"] for r in rows))
     by = group(rows, ["method", "block"])
@@ -165,11 +178,11 @@ def plot(rows: list[dict], path: Path, model: str) -> None:
         ax.set_xticks(list(xs), blocks, rotation=30, ha="right")
         ax.set_xlabel("block (input -> output)")
         ax.grid(alpha=0.3)
-    top.set_title("Representation similarity (test set, classes 5-9)", fontsize=10)
+    top.set_title("Representation similarity (target test set)", fontsize=10)
     bottom.set_title("How far the weights moved", fontsize=10)
     top.legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"What transferred (model={model}): MNIST-1D 0-4 -> 5-9, 5 labels/class (mean; band = min-max over seeds)",
-                 fontsize=11)
+    protocol = "BBC News, MLM -> 10 labels/topic" if data == "bbc_news" else "MNIST-1D 0-4 -> 5-9, 5 labels/class"
+    fig.suptitle(f"What transferred (model={model}): {protocol} (mean; band = min-max over seeds)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -177,15 +190,29 @@ def plot(rows: list[dict], path: Path, model: str) -> None:
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--model", default="cnn")
+    p.add_argument("--data", default="mnist1d", choices=["mnist1d", "bbc_news"],
+                   help="bbc_news: the text recipe (experiment=bbc_news_mlm: MLM pretraining; full, lora, linear_probe)")
     args = p.parse_args()
-    work = workdir(args, "what_transferred" + ("" if args.model == "cnn" else f"_{args.model}"))
-    stem = "" if args.model == "cnn" else f"_{args.model}"
+    bbc = args.data == "bbc_news"
+    stem = "_bbc_news" if bbc else "" if args.model == "cnn" else f"_{args.model}"
+    work = workdir(args, "what_transferred" + stem)
     if not args.report_only:
-        pre, down = plan(args.seeds, args.model, args.smoke)
+        if bbc:
+            smoke = ["task.pretrain_trainer.max_epochs=1", "task.target_trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+            down = [Job(f"bbc_s{s}", ["experiment=bbc_news_mlm", f"seed={s}", *(smoke if args.smoke else [])], {"seed": s})
+                    for s in args.seeds]
+            train, data = ["experiment=bbc_news_mlm"], []
+        else:
+            pre, down = plan(args.seeds, args.model, args.smoke)
+            train, data = [f"model={args.model}", "data=mnist1d"], ["data=mnist1d", TARGET]
         with Timer() as t:
-            run_stages(pre, down, work, args)
-            rows = inspect_runs(down, args.seeds, work)
-        save_study(OUT, rows, args, t.seconds, 0, model=args.model)
+            if bbc:
+                run_jobs(down, work, 0 if args.inprocess else args.jobs, args.override)
+            else:
+                run_stages(pre, down, work, args)
+            rows = inspect_runs(targets_of(down, args.seeds, work, bbc), args.seeds,
+                                lambda path, seed: random_init_rows(path, seed, train, data))
+        save_study(OUT, rows, args, t.seconds, 0, model="transformer" if bbc else args.model, data=args.data)
         if stem:
             for name in ("results.json", "results.csv"):
                 (OUT / name).rename(OUT / name.replace("results", f"results{stem}"))
@@ -195,9 +222,9 @@ def main() -> None:
     (OUT / f"table{stem}.md").write_text(table + f"\n\nWall time of `{meta['command']}`: {meta['wall_s']} s "
                                             "(finished training runs are reused; inspect always reruns).\n")
     print(table)
-    plot(rows, OUT / f"what_transferred{stem}.png", meta.get("model", args.model))
+    plot(rows, OUT / f"what_transferred{stem}.png", meta.get("model", args.model), meta.get("data", args.data))
     if not args.smoke:
-        showcase = work / f"full_s{args.seeds[0]}" / "inspect"
+        showcase = work / (f"bbc_s{args.seeds[0]}/finetune" if bbc else f"full_s{args.seeds[0]}") / "inspect"
         for name in ("feature_maps.png", "attributions.png", "representation.png"):
             if (showcase / name).is_file():
                 (OUT / f"example{stem}_{name}").write_bytes((showcase / name).read_bytes())
