@@ -184,3 +184,16 @@ def test_attributions_have_the_input_positions_and_integrated_gradients_add_up(k
     path = attribution_plot(x.numpy(), attr.numpy(), target.numpy(), np.array([0, 1, 1, 0]), "integrated_gradients",
                             tmp_path / f"{kind}.png", decode=decode, pad_id=0 if decode else None)
     assert path.stat().st_size > 5_000
+
+
+def test_inspect_refuses_unknown_options_in_one_line_before_loading_anything(tmp_path):
+    from transferlab.errors import ConfigError
+    from transferlab.inspect import ATTRIBUTIONS as ENTRY_ATTRIBUTIONS
+    from transferlab.inspect import PROJECTIONS as ENTRY_PROJECTIONS
+    from transferlab.inspection.attributions import METHODS as ATTRIBUTIONS
+    from transferlab.inspection.projection import METHODS as PROJECTIONS
+
+    assert (ENTRY_PROJECTIONS, ENTRY_ATTRIBUTIONS) == (PROJECTIONS, ATTRIBUTIONS)
+    for bad, key in (("projection=mds", "projection"), ("attribution=lime", "attribution"), ("max_dim=0", "max_dim")):
+        with pytest.raises(ConfigError, match=key):
+            inspect(f"ckpt_path={tmp_path / 'missing'}", bad)

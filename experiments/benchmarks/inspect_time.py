@@ -3,7 +3,8 @@
 Runs the quickstart (`python -m transferlab.train`, seed 0) once into a scratch folder, then times
 `python -m transferlab.inspect ckpt_path=<run>` (its default: CKA + weight change, PCA feature maps,
 Integrated Gradients) `--repeats` times, each in a fresh interpreter, plus the time spent inside
-(`time/wall_s` of representation.json: restore + measure + pictures, imports excluded).
+(`time/wall_s` of representation.json: restore + measure + pictures, imports excluded), and the CPU
+seconds each command used (a shared machine's load stretches wall time, not CPU time).
 
     python experiments/benchmarks/inspect_time.py [--repeats 3] [--run DIR]
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -21,6 +23,12 @@ import time
 from pathlib import Path
 
 from common import ROOT, load_average, machine, print_table, write_results
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of finished child processes: what the command costs whatever the load."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -37,14 +45,16 @@ def main() -> None:
                        cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
     for i in range(args.repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         subprocess.run([sys.executable, "-m", "transferlab.inspect", f"ckpt_path={run}", f"hydra.run.dir={scratch / f'log{i}'}"],
                        cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
         inside = json.loads((run / "finetune" / "inspect" / "representation.json").read_text())["time/wall_s"]
-        rows.append({"repeat": i, "command_s": round(wall, 2), "inside_s": round(inside, 2), "load_1min": round(load_average(), 2)})
+        rows.append({"repeat": i, "command_s": round(wall, 2), "cpu_s": round(cpu, 2), "inside_s": round(inside, 2),
+                     "load_1min": round(load_average(), 2)})
     walls = [r["command_s"] for r in rows]
-    summary = {"median_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls)}
+    summary = {"median_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls),
+               "median_cpu_s": statistics.median(r["cpu_s"] for r in rows)}
     print_table(rows)
     print(summary)
     write_results("inspect_time", {"machine": machine(), "load_start": load_start, "load_end": load_average(), "run": str(run),

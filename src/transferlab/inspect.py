@@ -16,6 +16,9 @@ from omegaconf import DictConfig
 
 from transferlab.runner.entry import hydra_entry
 
+PROJECTIONS = ("pca", "tsne", "umap")  # inspection.projection.METHODS, spelled here so a typo fails before torch loads
+ATTRIBUTIONS = ("integrated_gradients", "saliency")  # inspection.attributions.METHODS
+
 
 def run_folder(path: str) -> str:
     """A pipeline's folder (no checkpoints/ of its own) means its fine-tune stage."""
@@ -56,6 +59,10 @@ def inspect_run(cfg: DictConfig) -> dict[str, Any]:
 
     if not (isinstance(cfg.max_dim, int) and cfg.max_dim > 0):
         raise ConfigError("max_dim", cfg.max_dim, "a positive integer")
+    if cfg.projection not in (None, *PROJECTIONS):
+        raise ConfigError("projection", cfg.projection, f"one of {list(PROJECTIONS)} or null")
+    if cfg.attribution not in (None, *ATTRIBUTIONS):
+        raise ConfigError("attribution", cfg.attribution, f"one of {list(ATTRIBUTIONS)} or null")
     pl.seed_everything(cfg.seed, verbose=False)
     allowed, device, data = list(cfg.allowed_targets), str(cfg.device), cfg.get("data")
     pair, datamodule, stored = restore_pair(str(cfg.ckpt_path), cfg.reference, allowed, data, "fine-tuned")
