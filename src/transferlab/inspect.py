@@ -28,7 +28,7 @@ def run_folder(path: str) -> str:
     return str(p)
 
 
-def restore_pair(ckpt_path: str, reference: str | None, allowed: list[str], data: Any, label: str):
+def restore_pair(ckpt_path: str, reference: str | None, allowed: list[str], data: Any):
     """(RunPair, datamodule) for a run and the backbone it is measured against."""
     from transferlab.errors import ConfigError
     from transferlab.inspection.report import RunPair
@@ -41,8 +41,15 @@ def restore_pair(ckpt_path: str, reference: str | None, allowed: list[str], data
                                                    "task.pretrained (a pretraining or scratch run)")
     ref = restore_backbone(ref_path, allowed, data=data if data is not None else restored.config.get("data"), stage="test")
     folder = restored.file.parent.parent if restored.file.parent.name == "checkpoints" else restored.file.parent
+    label = f"{(restored.config.get('peft') or {}).get('name', 'run')} ({folder.name})"
     pair = RunPair(label, str(folder), str(ref.file), restored.task.eval(), ref.backbone.eval())
     return pair, restored.datamodule, restored.config
+
+
+def first_test_loader(datamodule: Any):
+    """The run's test set (the first one when the data has shifted test sets too)."""
+    loader = datamodule.test_dataloader()
+    return loader[0] if isinstance(loader, list) else loader
 
 
 def inspect_run(cfg: DictConfig) -> dict[str, Any]:
@@ -53,7 +60,7 @@ def inspect_run(cfg: DictConfig) -> dict[str, Any]:
 
     from transferlab.errors import ConfigError
     from transferlab.inspection import plots
-    from transferlab.inspection.report import measure, noise_floor, predictions
+    from transferlab.inspection.report import attribution_figure, feature_map_figure, measure, noise_floor
     from transferlab.runner.restore import restore_backbone
     from transferlab.utils.io import atomic_write_text
 
@@ -65,19 +72,14 @@ def inspect_run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("attribution", cfg.attribution, f"one of {list(ATTRIBUTIONS)} or null")
     pl.seed_everything(cfg.seed, verbose=False)
     allowed, device, data = list(cfg.allowed_targets), str(cfg.device), cfg.get("data")
-    pair, datamodule, stored = restore_pair(str(cfg.ckpt_path), cfg.reference, allowed, data, "fine-tuned")
-    pair.label = f"{(stored.get('peft') or {}).get('name', 'run')} ({Path(pair.run).name})"
+    pair, datamodule, stored = restore_pair(str(cfg.ckpt_path), cfg.reference, allowed, data)
     out = Path(str(cfg.out)) if cfg.out else Path(pair.run) / "inspect"
-    loader = datamodule.test_dataloader()
-    loader = loader[0] if isinstance(loader, list) else loader
-    entry, comparison = measure(pair, loader, device, int(cfg.max_dim))
+    loader = first_test_loader(datamodule)
+    entry, comparison = measure(pair, loader, device, int(cfg.max_dim), int(cfg.max_points))
     runs = [entry]
     if cfg.compare_to:
-        other, other_dm, other_cfg = restore_pair(str(cfg.compare_to), None, allowed, data, "compare_to")
-        other.label = f"{(other_cfg.get('peft') or {}).get('name', 'run')} ({Path(other.run).name})"
-        other_loader = other_dm.test_dataloader()
-        runs.append(measure(other, other_loader[0] if isinstance(other_loader, list) else other_loader, device,
-                            int(cfg.max_dim))[0])
+        other, other_datamodule, _ = restore_pair(str(cfg.compare_to), None, allowed, data)
+        runs.append(measure(other, first_test_loader(other_datamodule), device, int(cfg.max_dim), keep=0)[0])
     floor = None
     if cfg.noise_floor:
         second = restore_backbone(str(cfg.noise_floor), allowed, data=data if data is not None else stored.get("data"), stage="test")
@@ -87,27 +89,12 @@ def inspect_run(cfg: DictConfig) -> dict[str, Any]:
                               "model": stored["model"].get("name"), "peft": (stored.get("peft") or {}).get("name")}
     out.mkdir(parents=True, exist_ok=True)
     plots.representation_plot(runs, out / "representation.png", floor)
-    spec = datamodule.spec
-    names = list(spec.class_names) or None
     if cfg.projection:
-        from transferlab.inspection.projection import feature_maps
-
-        labels = comparison.labels.numpy()
-        panels = {"pretrained": comparison.reference_features.numpy()[: cfg.max_points],
-                  "fine-tuned": comparison.features.numpy()[: cfg.max_points]}
-        maps = feature_maps(panels, labels[: cfg.max_points], str(cfg.projection), int(cfg.seed))
-        result["knn_acc"] = {k: m["knn_acc"] for k, m in maps.items()}
-        plots.feature_map_plot(maps, labels[: cfg.max_points], str(cfg.projection), out / "feature_maps.png", names)
+        result["knn_acc"] = feature_map_figure(comparison, str(cfg.projection), datamodule.spec, out / "feature_maps.png",
+                                               int(cfg.seed))
     if cfg.attribution:
-        from transferlab.inspection.attributions import attribute, pick_examples
-
-        x, y = pick_examples(loader, int(cfg.attribution_examples), spec.num_classes)
-        x = x.to(device)
-        task = pair.task.to(device)
-        attr = attribute(task, task.backbone, x, y.to(device), str(cfg.attribution), int(cfg.attribution_steps), spec.pad_id)
-        decode = getattr(datamodule, "decode", None) if spec.modality == "text" else None
-        plots.attribution_plot(x.cpu().numpy(), attr.cpu().numpy(), y.numpy(), predictions(task, x), str(cfg.attribution),
-                               out / "attributions.png", names, (lambda t: decode([t])) if decode else None, spec.pad_id)
+        attribution_figure(pair.task, loader, datamodule, str(cfg.attribution), int(cfg.attribution_examples),
+                           int(cfg.attribution_steps), device, out / "attributions.png")
     result["time/wall_s"] = time.perf_counter() - start
     atomic_write_text(out / "representation.json", json.dumps(result, indent=1) + "\n")
     return {**result, "out": str(out)}

@@ -3,9 +3,9 @@ attributions.png. The entry point restores the models (runner.restore); everythi
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -36,10 +36,11 @@ def merged_backbone(task: nn.Module) -> nn.Module:
     return adaptation.merge(backbone)
 
 
-def measure(pair: RunPair, loader, device: str, max_dim: int) -> tuple[dict[str, Any], Comparison]:
-    """The JSON entry of one run (CKA and weight change per block) and the comparison behind it."""
+def measure(pair: RunPair, loader, device: str, max_dim: int, keep: int = 2000) -> tuple[dict[str, Any], Comparison]:
+    """The JSON entry of one run (CKA and weight change per block) and the comparison behind it
+    (with the pooled features of the first `keep` test examples, for the feature maps)."""
     backbone = merged_backbone(pair.task)
-    comparison = compare(backbone, pair.reference, loader, device, max_dim)
+    comparison = compare(backbone, pair.reference, loader, device, max_dim, keep)
     change = weight_change(backbone.cpu(), pair.reference.cpu())
     blocks = [{"name": name, "cka": comparison.cka.get(name), "weight_change": change[name]["weight_change"],
                "added": change[name]["added"], "buffer_change": change[name]["buffer_change"],
@@ -54,6 +55,30 @@ def noise_floor(reference: nn.Module, other: nn.Module, loader, device: str, max
     return compare(copy.deepcopy(other), reference, loader, device, max_dim).cka
 
 
-def predictions(task: nn.Module, x: torch.Tensor) -> np.ndarray:
+def feature_map_figure(comparison: Comparison, method: str, spec: Any, path: Path, seed: int = 0) -> dict[str, float]:
+    """feature_maps.png: the pretrained and the fine-tuned pooled features in 2-D; returns their k-NN accuracy."""
+    from transferlab.inspection.plots import feature_map_plot
+    from transferlab.inspection.projection import feature_maps
+
+    labels = comparison.labels.numpy()
+    panels = {"pretrained": comparison.reference_features.numpy(), "fine-tuned": comparison.features.numpy()}
+    maps = feature_maps(panels, labels, method, seed)
+    feature_map_plot(maps, labels, method, path, list(spec.class_names) or None)
+    return {title: m["knn_acc"] for title, m in maps.items()}
+
+
+def attribution_figure(task: nn.Module, loader, datamodule: Any, method: str, per_class: int, steps: int, device: str,
+                       path: Path) -> Path:
+    """attributions.png: `per_class` test inputs of each class, coloured by their attribution to the true class."""
+    from transferlab.inspection.attributions import attribute, pick_examples
+    from transferlab.inspection.plots import attribution_plot
+
+    spec = datamodule.spec
+    x, y = pick_examples(loader, per_class, spec.num_classes)
+    task, x = task.to(device).eval(), x.to(device)
+    attr = attribute(task, task.backbone, x, y.to(device), method, steps, spec.pad_id)
     with torch.no_grad():
-        return task.eval()(x).argmax(-1).cpu().numpy()
+        preds = task(x).argmax(-1).cpu().numpy()
+    decode = getattr(datamodule, "decode", None) if spec.modality == "text" else None
+    return attribution_plot(x.cpu().numpy(), attr.cpu().numpy(), y.numpy(), preds, method, path,
+                            list(spec.class_names) or None, (lambda t: decode([t])) if decode else None, spec.pad_id)

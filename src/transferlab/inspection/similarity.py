@@ -47,7 +47,10 @@ def compare(backbone: nn.Module, reference: nn.Module, loader, device: str = "cp
                 labels.append(batch[1].cpu() if isinstance(batch, (tuple, list)) and len(batch) > 1 else torch.zeros(len(x)))
             n += len(x)
     cka = {name: _defined(acc[name]) for name in names}
-    return Comparison(cka, torch.cat(pooled)[:keep], torch.cat(pooled_ref)[:keep], torch.cat(labels)[:keep].long(), n, widths)
+    def kept(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts)[:keep] if parts else torch.empty(0)
+
+    return Comparison(cka, kept(pooled), kept(pooled_ref), kept(labels).long(), n, widths)
 
 
 def _defined(acc: StreamingCKA) -> float | None:
