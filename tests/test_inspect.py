@@ -197,3 +197,18 @@ def test_inspect_refuses_unknown_options_in_one_line_before_loading_anything(tmp
     for bad, key in (("projection=mds", "projection"), ("attribution=lime", "attribution"), ("max_dim=0", "max_dim")):
         with pytest.raises(ConfigError, match=key):
             inspect(f"ckpt_path={tmp_path / 'missing'}", bad)
+
+
+@pytest.mark.parametrize("method", ["pca", pytest.param("tsne", marks=pytest.mark.slow)])  # t-SNE: ~1 min here
+def test_feature_maps_are_2d_and_knn_accuracy_tells_separated_classes_from_noise(method):
+    import numpy as np
+
+    from transferlab.inspection.projection import feature_maps
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    centers = rng.normal(size=(3, 16)) * 10
+    maps = feature_maps({"separated": centers[labels] + rng.normal(size=(120, 16)), "noise": rng.normal(size=(120, 16))},
+                        labels, method)
+    assert maps["separated"]["xy"].shape == (120, 2)
+    assert maps["separated"]["knn_acc"] == 1.0 and maps["noise"]["knn_acc"] < 0.6
