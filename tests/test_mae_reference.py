@@ -116,3 +116,19 @@ def test_linear_probe_normalises_features_without_trainable_parameters():
     assert isinstance(plain.head[-1], nn.Linear) and len(plain.head) == 2
     with pytest.raises(ConfigError, match="peft.feature_norm"):
         LinearProbe("linear_probe", feature_norm="layernorm")
+
+
+def test_linear_probe_head_folds_into_a_plain_linear_for_export():
+    backbone = Transformer(SPEC.input_shape, width=32, depth=2, heads=4, patch_size=4)
+    probe = LinearProbe("linear_probe")
+    task = FinetuneTask(backbone, SPEC, OPT, SCHED, name="finetune", adaptation=probe)
+    x = torch.randn(64, 1, 40)
+    task.train()
+    with torch.no_grad():
+        for _ in range(3):  # running statistics move away from (0, 1)
+            task(3 * x + 1)
+    task.eval()
+    folded = probe.merge_head(task.head)
+    assert [type(m) for m in folded] == [nn.Dropout, nn.Linear]  # the keys a peft=full head has
+    with torch.no_grad():
+        torch.testing.assert_close(folded(task.backbone(x)), task(x), atol=1e-5, rtol=1e-5)

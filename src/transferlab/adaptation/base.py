@@ -28,6 +28,10 @@ class Adaptation:
         """A parameter-free module the task puts before its linear head (None: nothing)."""
         return None
 
+    def merge_head(self, head: nn.Module) -> nn.Module:
+        """The head with `head_prefix` folded in: the plain (dropout, linear) head a `peft=full` task builds."""
+        return head
+
     def merge(self, backbone: nn.Module) -> nn.Module:
         """Fold the adaptation into plain backbone weights (identity for methods that add nothing)."""
         return backbone

@@ -6,6 +6,7 @@ masked-modelling encoder have very uneven scales across dimensions, and a lone l
 for a few hundred steps cannot undo that. It adds no trainable parameters (running statistics only).
 """
 
+import torch
 from torch import nn
 
 from transferlab.adaptation.base import Adaptation, freeze
@@ -31,3 +32,15 @@ class LinearProbe(Adaptation):
         if self.feature_norm == "batchnorm":
             return nn.BatchNorm1d(feature_dim, affine=False)
         return None
+
+    def merge_head(self, head: nn.Module) -> nn.Module:
+        """Fold the (eval-mode) BatchNorm into the linear layer: W (x - mu) / s + b = (W / s) x + (b - W mu / s)."""
+        if self.feature_norm != "batchnorm" or not isinstance(head[0], nn.BatchNorm1d):
+            return head
+        norm, dropout, linear = head
+        scale = (norm.running_var + norm.eps).rsqrt()
+        folded = nn.Linear(linear.in_features, linear.out_features)
+        with torch.no_grad():
+            folded.weight.copy_(linear.weight * scale)
+            folded.bias.copy_(linear.bias - (linear.weight * scale) @ norm.running_mean)
+        return nn.Sequential(dropout, folded)
