@@ -32,7 +32,7 @@ def test_every_methods_defaults_are_optimizer_keys_not_constructor_arguments(com
 def test_pipeline_stages_take_the_method_default_only_where_they_fine_tune(compose_fn, tmp_path):
     from transferlab.config.stages import stage_config
 
-    cfg = compose_fn(["model=transformer", "peft=lora", "+peft.optimizer.lr=0.05", "~task.finetune_optimizer.lr"])
+    cfg = compose_fn(["model=transformer", "peft=lora", "peft.optimizer.lr=0.05", "~task.finetune_optimizer.lr"])
     lrs = {name: stage_config(cfg, name, tmp_path).optimizer.lr for name in cfg.task.stages}
     assert lrs["finetune"] == pytest.approx(0.05)      # the method's default
     assert lrs["pretrain"] == pytest.approx(3e-3)      # pretraining adapts nothing: the optimizer group
@@ -44,6 +44,11 @@ def test_method_defaults_pass_validation_and_bad_ones_are_refused(compose_fn, tm
     from transferlab.config.validate import validate, validate_config_only
     from transferlab.errors import ConfigError
 
-    validate(compose_fn([*FT, "peft=lora", "+peft.optimizer.lr=0.01"], tmp_path))  # a known key of peft
+    validate(compose_fn([*FT, "peft=lora", "peft.optimizer.lr=0.01"], tmp_path))  # a known key of peft
     with pytest.raises(ConfigError, match="peft.optimizer.lr"):
-        validate_config_only(compose_fn([*FT, "peft=lora", "+peft.optimizer.lr=-1"], tmp_path))
+        validate_config_only(compose_fn([*FT, "peft=lora", "peft.optimizer.lr=-1"], tmp_path))
+
+
+def test_lora_carries_its_swept_lr(compose_fn):
+    cfg = compose_fn([*FT, "peft=lora"])
+    assert cfg.optimizer.lr == pytest.approx(1e-2)  # experiments/peft_defaults: best validation accuracy
