@@ -88,6 +88,7 @@ def test_data_and_backbones_import_no_task_runner_or_entry_point(part):
     ("transferlab.adaptation", ("transferlab.runner", "transferlab.tasks")),
     ("transferlab.config", ("transferlab.runner", "transferlab.tasks")),
     ("transferlab.analysis", ("transferlab.runner", "transferlab.tasks", "transferlab.callbacks")),
+    ("transferlab.inference", ("transferlab.runner", "transferlab.tasks", "transferlab.callbacks")),
 ])
 def test_dependencies_point_one_way(layer, forbidden):
     entry = tuple(f"transferlab.{e}" for e in ENTRY_POINTS)
