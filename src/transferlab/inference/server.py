@@ -130,7 +130,7 @@ def create_app(predictor: Predictor, max_batch_size: int = 64, max_wait_ms: floa
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": model_name, "classes": pre.class_names, "inputs": pre.describe(),
-                "batches": batcher.batches}
+                "input_shape": list(pre.input_shape), "modality": pre.modality, "batches": batcher.batches}
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
