@@ -14,7 +14,6 @@ MAX_DIFFS: dict[str, float] = {}
 
 
 def export(run, fmt, out):
-    from transferlab.export import main  # noqa: F401  (the entry point imports)
     from transferlab.export import export as run_export
 
     cfg = compose_cfg([f"ckpt_path={run}", f"format={fmt}", f"out={out}"], config_name="export")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, compose_cfg
 from inference_helpers import read_predictions, trained
+from proc_helpers import assert_no_group_left, started
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -44,18 +45,16 @@ def test_server_answers_like_predict_and_refuses_bad_input(tmp_path_factory, tmp
     test_csv = run.parent / "test.csv"
     cfg = compose_cfg([f"ckpt_path={run}", f"input={test_csv}", f"out={tmp_path / 'p.csv'}", "all_probabilities=true",
                        "progress=false"], config_name="predict")
-    expected_ids, expected, labels = read_predictions(predict(cfg)[0], ["cat", "dog", "eel"])
+    _, expected, labels = read_predictions(predict(cfg)[0], ["cat", "dog", "eel"])
     import csv
 
     rows = [{"a": r["a"], "b": float(r["b"])} for r in csv.DictReader(open(test_csv))]  # strings and numbers both parse
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "transferlab.serve", f"ckpt_path={run}", f"port={port}",
-                             "max_wait_ms=20"], cwd=tmp_path, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    try:
+    with started([sys.executable, "-m", "transferlab.serve", f"ckpt_path={run}", f"port={port}", "max_wait_ms=20"],
+                 cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         deadline = time.monotonic() + 180
         while True:
             assert proc.poll() is None, proc.stdout.read()
@@ -91,12 +90,6 @@ def test_server_answers_like_predict_and_refuses_bad_input(tmp_path_factory, tmp
         status, body = call(f"{url}/predict", {"inputs": rows})
         assert status == 200 and [p["label"] for p in body["predictions"]] == labels
         assert call(f"{url}/health")[1]["batches"] < 121  # some requests shared a forward pass
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-    with pytest.raises(ProcessLookupError):  # nothing of the server's process group is left
-        os.killpg(proc.pid, 0)
+        os.killpg(proc.pid, signal.SIGTERM)  # stopped as a user would: it exits by itself
+        assert proc.wait(timeout=60) is not None
+    assert_no_group_left(proc.pid)  # nothing of the server's process group is left

@@ -79,7 +79,7 @@ def main() -> None:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the server did not start")
+                    raise SystemExit("the server did not start") from None
                 time.sleep(0.5)
         rng = np.random.default_rng(0)
         bodies = [json.dumps({"inputs": [rng.normal(size=health["input_shape"]).round(4).tolist()]}).encode()

@@ -64,7 +64,7 @@ def main() -> None:
                 break
             except OSError:
                 if proc.poll() is not None or time.perf_counter() - start > 300:
-                    raise SystemExit("serve did not start")
+                    raise SystemExit("serve did not start") from None
                 time.sleep(0.25)
         ready = time.perf_counter() - start
         req = urllib.request.Request(f"http://127.0.0.1:{args.port}/predict", data=json.dumps(REQUEST).encode(),
