@@ -173,3 +173,21 @@ def test_images_of_another_size_are_refused_without_resizing():
     with pytest.raises(InputError, match="is 10x12 pixels; the model was trained on 8x8"):
         Preprocessor(state).encode([buf.getvalue()], "image")
     assert Preprocessor({**state, "resize": True}).encode([buf.getvalue()], "image").shape == (1, 3, 8, 8)
+
+
+def test_a_file_with_broken_preprocessing_is_refused(tmp_path_factory, tmp_path):
+    """The stored preprocessing is data from the file: non-finite statistics or a foreign spec are one line."""
+    from transferlab.errors import CheckpointError
+
+    run = trained("mlp", tmp_path_factory)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    state = next(v["preprocessing"] for v in ckpt.values() if isinstance(v, dict) and "preprocessing" in v)
+    state["feature_std"][1] = float("nan")
+    torch.save(ckpt, tmp_path / "nan.ckpt")
+    with pytest.raises(CheckpointError, match=r"preprocessing.feature_std\[1\] is not finite"):
+        predict(tmp_path / "nan.ckpt", run.parent / "test.csv", tmp_path / "p.csv")
+    state["feature_std"][1] = 1.0
+    state["spec"]["code"] = "os.system"
+    torch.save(ckpt, tmp_path / "odd.ckpt")
+    with pytest.raises(CheckpointError, match="preprocessing.spec is not a data spec"):
+        predict(tmp_path / "odd.ckpt", run.parent / "test.csv", tmp_path / "p.csv")
