@@ -310,7 +310,8 @@ def test_resume_auto_refuses_a_changed_experiment(tmp_path):
 
     stored = redact(OmegaConf.to_container(compose_cfg(SUP + ["resume=auto"], tmp_path), resolve=True))
     (tmp_path / "checkpoints").mkdir()
-    torch.save({"state_dict": {}, "hyper_parameters": {"config": stored}}, tmp_path / "checkpoints" / "last.ckpt")
+    torch.save({"state_dict": {}, "optimizer_states": [], "hyper_parameters": {"config": stored}},
+               tmp_path / "checkpoints" / "last.ckpt")
     check_resume_matches(compose_cfg(SUP + ["resume=auto", "data.num_workers=0"], tmp_path), tmp_path)  # same experiment
     for override, fragment in (("seed=1", "seed: 0 -> 1"), ("model.hidden=7", "model.hidden: 256 -> 7"),
                                ("data.classes=[0,1]", "data.classes: None -> [0, 1]")):

@@ -114,19 +114,33 @@ def _plain(node: Any) -> Any:
 
 
 def check_resume_matches(cfg: DictConfig, out: Path) -> None:
-    """`resume=auto` continues only the same experiment: seed, model, data, task and peft as the checkpoint's."""
-    if cfg.get("resume") != "auto" or cfg.get("resume_force"):
+    """The checkpoint `resume` names is a readable training checkpoint of the same experiment: for
+    `resume=auto` the same seed, model, data, task and peft; for an explicit file the same model (its
+    weights must fit). `resume_force=true` skips the comparison (never the readability check)."""
+    resume = cfg.get("resume")
+    if not resume:
         return
-    last = out / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        return
-    from transferlab.utils.checkpoint import load_checkpoint
+    from transferlab.errors import CheckpointError
+    from transferlab.utils.checkpoint import load_checkpoint, resolve_checkpoint
 
-    stored = ((load_checkpoint(last).get("hyper_parameters") or {}).get("config")) or {}
+    if resume == "auto":
+        file = out / "checkpoints" / "last.ckpt"
+        if not file.is_file():
+            return
+        sections: tuple[str, ...] = ("seed", "model", "data", "task", "peft")
+    else:
+        file, sections = resolve_checkpoint(resume), ("model",)
+    ckpt = load_checkpoint(file)
+    if not isinstance(ckpt.get("state_dict"), dict) or "optimizer_states" not in ckpt:
+        raise CheckpointError(f"resume={resume!r}: {file} is not a training checkpoint (no optimizer state): resume needs "
+                              "a run's checkpoints/last.ckpt; to start from weights use task=finetune task.pretrained=...")
+    if cfg.get("resume_force"):
+        return
+    stored = (ckpt.get("hyper_parameters") or {}).get("config") or {}
     if not isinstance(stored, dict):
         return
     now = _plain(cfg)
-    for section in ("seed", "model", "data", "task", "peft"):
+    for section in sections:
         if section not in stored:
             continue
         before, after = stored.get(section), now.get(section)
@@ -134,13 +148,12 @@ def check_resume_matches(cfg: DictConfig, out: Path) -> None:
             before = {k: v for k, v in before.items() if k not in LOADER_KEYS}
             after = {k: v for k, v in after.items() if k not in LOADER_KEYS}
         if before != after:
-            detail = section
             if isinstance(before, dict) and isinstance(after, dict):
                 keys = sorted({k for k in before.keys() | after.keys() if before.get(k) != after.get(k)})
                 detail = ", ".join(f"{section}.{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys[:3])
             else:
                 detail = f"{section}: {before!r} -> {after!r}"
-            raise UserError(f"resume=auto: this run's config differs from the checkpoint {last} ({detail}); "
+            raise UserError(f"resume={resume}: this run's config differs from the checkpoint {file} ({detail}); "
                             "set resume_force=true to continue anyway, or pick another hydra.run.dir")
 
 
