@@ -21,6 +21,11 @@ LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "eval_batch_si
 _held: set[Path] = set()
 
 
+def _get(cfg: DictConfig, key: str) -> Any:
+    """A value before validation: an interpolation that does not resolve reads as None (validation reports it)."""
+    return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+
+
 def _rank_zero() -> bool:
     return all(os.environ.get(k, "0") in ("", "0") for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
@@ -87,7 +92,7 @@ def _release_all() -> None:
 
 
 def check_not_pretrained_folder(cfg: DictConfig, out: Path) -> None:
-    pretrained = OmegaConf.select(cfg, "task.pretrained", default=None)
+    pretrained = _get(cfg, "task.pretrained")
     if not pretrained:
         return
     source, folder = Path(str(pretrained)).expanduser().resolve(), out.resolve()
@@ -98,7 +103,7 @@ def check_not_pretrained_folder(cfg: DictConfig, out: Path) -> None:
 
 
 def check_not_finished(cfg: DictConfig, out: Path) -> None:
-    if cfg.get("resume") or cfg.get("overwrite"):
+    if _get(cfg, "resume") or _get(cfg, "overwrite") is True:
         return
     found = finished_files(out)
     if found:
@@ -134,7 +139,7 @@ def check_resume_matches(cfg: DictConfig, out: Path) -> None:
     if not isinstance(ckpt.get("state_dict"), dict) or "optimizer_states" not in ckpt:
         raise CheckpointError(f"resume={resume!r}: {file} is not a training checkpoint (no optimizer state): resume needs "
                               "a run's checkpoints/last.ckpt; to start from weights use task=finetune task.pretrained=...")
-    if cfg.get("resume_force"):
+    if cfg.get("resume_force") is True:
         return
     stored = (ckpt.get("hyper_parameters") or {}).get("config") or {}
     if not isinstance(stored, dict):
@@ -158,15 +163,14 @@ def check_resume_matches(cfg: DictConfig, out: Path) -> None:
 
 
 def claim(cfg: DictConfig, out: Path, pipeline: bool = False) -> None:
-    """Every run-folder check, then the lock (rank 0 only; other ranks share its folder)."""
+    """The run-folder checks the config alone decides, then the lock (rank 0 only; other ranks share its
+    folder). `check_resume_matches` comes after validation (it reads the checkpoint)."""
     if not _rank_zero():
         return
     if not pipeline:
         check_not_pretrained_folder(cfg, out)
     check_not_finished(cfg, out)
     take_lock(out)
-    if not pipeline:
-        check_resume_matches(cfg, out)
-    if cfg.get("overwrite"):
+    if _get(cfg, "overwrite") is True:
         for old in [out / "metrics.json", *out.glob("*/metrics.json")]:
             old.unlink(missing_ok=True)  # a replaced run that then fails leaves no stale result behind
