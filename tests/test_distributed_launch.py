@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from transferlab.distributed import launch as distributed
 from transferlab.distributed.fsdp import block_wrap_policy
-from transferlab.runner.build import compile_backbone
 from transferlab.errors import ConfigError, UserError
+from transferlab.runner.build import compile_backbone
 
 
 def test_child_command_line_is_one_job_without_the_sweep():

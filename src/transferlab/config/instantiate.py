@@ -96,6 +96,17 @@ def check_targets(node: Any, allowed: tuple[str, ...] = DEFAULT_ALLOWED, where: 
             check_targets(value, allowed, f"{where}[{i}]", resolve)
 
 
+def widen_allowed_targets(cfg: DictConfig) -> None:
+    """`allowed_targets` += `extra_allowed_targets` (a user's own prefixes, without retyping the built-ins).
+
+    The entry points call this once on the composed config, so every reader of `allowed_targets` (builds,
+    restores, validation, a stage's or a sweep job's copy) sees the one joined list.
+    """
+    extra = list(cfg.get("extra_allowed_targets") or [])
+    if extra:
+        cfg.allowed_targets = list(dict.fromkeys([*(cfg.get("allowed_targets") or []), *extra]))
+
+
 def instantiate(node: Any, allowed: tuple[str, ...] = DEFAULT_ALLOWED, **kwargs: Any) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate

@@ -112,6 +112,9 @@ SCHEMA: dict[str, Rule] = {
     "resume": Rule("str", optional=True),
     "optimized_metric": Rule("str", optional=True),
     "allowed_targets": Rule("list", item=Rule("str")),
+    "extra_allowed_targets": Rule("list", item=Rule("str")),
+    "tags": Rule("list", item=Rule("str")),
+    "ckpt_path": Rule("str", optional=True),
     # data
     "data.batch_size": positive_int(),
     "data.eval_batch_size": positive_int(optional=True),

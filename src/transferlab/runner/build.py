@@ -66,8 +66,13 @@ def build_callbacks(cfg: DictConfig) -> list:
 
 
 def build_loggers(cfg: DictConfig) -> list:
+    """Loggers from the `logger` group, with the root `tags` on each (tracking/tags.py)."""
+    from transferlab.tracking.tags import tag_loggers
+
     nodes = cfg.get("logger") or {}
-    return [instantiate(node, allowed_targets(cfg)) for node in nodes.values() if node is not None and "_target_" in node]
+    loggers = [instantiate(node, allowed_targets(cfg)) for node in nodes.values() if node is not None and "_target_" in node]
+    tag_loggers(loggers, list(cfg.get("tags") or []))
+    return loggers
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, loggers: list):

@@ -3,6 +3,9 @@
 `hydra_entry(config_name)` is the decorator each `python -m transferlab.X` main uses: Hydra parses
 the command line and composes `conf/<config_name>.yaml`; a UserError (or a Hydra override or
 composition mistake) becomes one `error:` line and exit 2.
+
+The configs are the repository's `conf/`, shipped in the package as `transferlab.conf`; a user adds
+their own folder with Hydra's `--config-dir DIR` or `hydra.searchpath=[file://DIR]`.
 """
 
 import functools
@@ -11,7 +14,19 @@ import os
 import sys
 from pathlib import Path
 
-CONFIG_DIR = os.environ.get("TRANSFERLAB_CONFIG_DIR", str(Path(__file__).resolve().parents[3] / "conf"))
+
+def config_dir() -> str:
+    """Where the entry points' configs are: `$TRANSFERLAB_CONFIG_DIR`; else, run from a source checkout
+    (editable install or `PYTHONPATH=src`), its own `conf/`; else the installed package's copy."""
+    if os.environ.get("TRANSFERLAB_CONFIG_DIR"):
+        return os.environ["TRANSFERLAB_CONFIG_DIR"]
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "train.yaml").is_file():
+        return str(checkout / "conf")
+    return "pkg://transferlab.conf"
+
+
+CONFIG_DIR = config_dir()
 
 
 def report_user_errors(fn):
@@ -192,10 +207,13 @@ def hydra_entry(config_name: str, sweep: bool = False):
 
     def decorate(fn):
         @functools.wraps(fn)
-        def guarded(cfg):
+        def guarded(cfg, *args, **kwargs):
+            from transferlab.config.instantiate import widen_allowed_targets
+
             protect_run_folder()
             install_ctrl_c_handler()
-            return fn(cfg)
+            widen_allowed_targets(cfg)
+            return fn(cfg, *args, **kwargs)
 
         job = guarded
         if sweep:

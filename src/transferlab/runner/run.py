@@ -5,14 +5,21 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from transferlab.config.accelerator import check_mps
 from transferlab.config.stages import is_pipeline
+from transferlab.config.switches import check_switches
 from transferlab.config.validate import validate
 from transferlab.runner.build import dry_build_later_stages
+from transferlab.runner.extras import apply_extras
+from transferlab.tracking.external_loggers import check_logger_packages
 
 
 def preflight(cfg: DictConfig) -> None:
     """Every mistake the config shows, for every stage of a pipeline, before any stage trains."""
     validate(cfg)
+    check_switches(cfg)
+    check_mps(cfg)
+    check_logger_packages(cfg)
     dry_build_later_stages(cfg)
 
 
@@ -27,6 +34,7 @@ def train(cfg: DictConfig) -> float | None:
     claim(cfg, out, pipeline=is_pipeline(cfg))  # before validation: a finished run folder is refused in a second
     try:
         preflight(cfg)
+        apply_extras(cfg, out)
         if not is_pipeline(cfg) and os.environ.get("LOCAL_RANK", "0") in ("", "0"):
             check_resume_matches(cfg, out)
         if is_pipeline(cfg):

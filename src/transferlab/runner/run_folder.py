@@ -61,7 +61,7 @@ def take_lock(out: Path) -> Path:
                 pid = None
             if pid is not None and pid != os.getpid() and _alive(pid):
                 raise UserError(f"{out} is in use by another live run (PID {pid}, lock file {lock}): "
-                                "wait for it to end or pick another hydra.run.dir")
+                                "wait for it to end or pick another hydra.run.dir") from None
             try:
                 lock.unlink()  # a stale lock (its process is gone) or our own: take it over
             except FileNotFoundError:
