@@ -377,3 +377,30 @@ def test_single_ctrl_c_saves_like_sigterm_and_says_how_to_resume(tmp_path, capsy
     assert len(err) == 1 and err[0].startswith("error: interrupted (Ctrl-C) at step 2: checkpoint saved in"), err
     assert "rerun with resume=auto" in err[0]
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_line_saves_and_exits_130(tmp_path):
+    """The real entry point: SIGINT to the whole process group (what a terminal's Ctrl-C sends)."""
+    import subprocess
+    import time
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
+    args = [sys.executable, "-m", "transferlab.train", *SUP, "trainer.enable_progress_bar=false", "trainer.max_epochs=50",
+            "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
+            "+callbacks.pace._target_=fault_helpers.Pace", f"+callbacks.pace.progress_file={tmp_path / 'progress'}",
+            "+callbacks.pace.seconds=0.05", f"hydra.run.dir={run_dir}"]
+    with started(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + 300
+        while not ((tmp_path / "progress").is_file() and (tmp_path / "progress").read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended or never started"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 130, err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted (Ctrl-C) at step") and "resume=auto" in lines[0], err
+    assert "Traceback" not in err
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > 0
+    assert not (run_dir / ".lock").exists()
