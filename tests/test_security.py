@@ -273,6 +273,9 @@ def test_finished_run_folder_is_refused_unless_resume_or_overwrite(tmp_path):
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
     with pytest.raises(UserError, match="checkpoints/last.ckpt"):
         claim(compose_cfg(SUP, tmp_path), tmp_path)
+    claim(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # replaced: the old checkpoints are gone too
+    release(tmp_path)
 
 
 def test_finetune_may_not_write_into_its_pretrained_folder(tmp_path):

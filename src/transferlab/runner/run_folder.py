@@ -171,6 +171,6 @@ def claim(cfg: DictConfig, out: Path, pipeline: bool = False) -> None:
         check_not_pretrained_folder(cfg, out)
     check_not_finished(cfg, out)
     take_lock(out)
-    if _get(cfg, "overwrite") is True:
-        for old in [out / "metrics.json", *out.glob("*/metrics.json")]:
-            old.unlink(missing_ok=True)  # a replaced run that then fails leaves no stale result behind
+    if _get(cfg, "overwrite") is True:  # replace: the old results and checkpoints go first, so a replaced run that
+        for old in finished_files(out):  # then fails leaves nothing stale (and Lightning writes no best-v1.ckpt)
+            old.unlink(missing_ok=True)
