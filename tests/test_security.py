@@ -260,12 +260,14 @@ def test_secret_refused_before_hydra_writes_and_masked_when_in_a_config_file(tmp
 # -- 3. no run is lost --------------------------------------------------------------------------------
 
 def test_finished_run_folder_is_refused_unless_resume_or_overwrite(tmp_path):
-    from transferlab.runner.run_folder import claim, release
+    from transferlab.runner.run_folder import claim, clear_for_overwrite, release
 
     (tmp_path / "metrics.json").write_text("{}")
     with pytest.raises(UserError, match="already holds a run .metrics.json.: rerun with resume=auto"):
         claim(compose_cfg(SUP, tmp_path), tmp_path)
     claim(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
+    assert (tmp_path / "metrics.json").exists()  # removed only once validation has passed
+    clear_for_overwrite(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
     assert not (tmp_path / "metrics.json").exists() and (tmp_path / ".lock").read_text().strip() == str(os.getpid())
     release(tmp_path)
     assert not (tmp_path / ".lock").exists()
@@ -274,6 +276,7 @@ def test_finished_run_folder_is_refused_unless_resume_or_overwrite(tmp_path):
     with pytest.raises(UserError, match="checkpoints/last.ckpt"):
         claim(compose_cfg(SUP, tmp_path), tmp_path)
     claim(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
+    clear_for_overwrite(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # replaced: the old checkpoints are gone too
     release(tmp_path)
 

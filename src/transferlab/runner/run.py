@@ -26,7 +26,7 @@ def preflight(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Validate every stage before any trains, run, and return the optimized metric (for sweepers)."""
     out = Path(str(cfg.paths.output_dir))
-    from transferlab.runner.run_folder import check_resume_matches, claim, release
+    from transferlab.runner.run_folder import check_resume_matches, claim, clear_for_overwrite, release
     from transferlab.tracking.redact import install_log_filter, redact_files
 
     install_log_filter()
@@ -34,6 +34,7 @@ def train(cfg: DictConfig) -> float | None:
     claim(cfg, out, pipeline=is_pipeline(cfg))  # before validation: a finished run folder is refused in a second
     try:
         preflight(cfg)
+        clear_for_overwrite(cfg, out)
         apply_extras(cfg, out)
         if not is_pipeline(cfg) and os.environ.get("LOCAL_RANK", "0") in ("", "0"):
             check_resume_matches(cfg, out)

@@ -171,6 +171,11 @@ def claim(cfg: DictConfig, out: Path, pipeline: bool = False) -> None:
         check_not_pretrained_folder(cfg, out)
     check_not_finished(cfg, out)
     take_lock(out)
-    if _get(cfg, "overwrite") is True:  # replace: the old results and checkpoints go first, so a replaced run that
-        for old in finished_files(out):  # then fails leaves nothing stale (and Lightning writes no best-v1.ckpt)
+
+
+def clear_for_overwrite(cfg: DictConfig, out: Path) -> None:
+    """`overwrite=true`, after validation passed: the old results and checkpoints go first, so a replaced run
+    that then fails leaves nothing stale (and Lightning writes no `best-v1.ckpt` beside the old one)."""
+    if _rank_zero() and _get(cfg, "overwrite") is True and not _get(cfg, "resume"):
+        for old in finished_files(out):
             old.unlink(missing_ok=True)
