@@ -98,7 +98,7 @@ def check_stored_config(stored: dict[str, Any], sections: tuple[str, ...], allow
                 raise CheckpointError(f"{file}: stored config key {section}.{key} is refused (only _target_ and _partial_)")
             if key not in SECTION_META:
                 _plain_values(value, f"{section}.{key}", file)
-        if "_target_" not in node and section not in ("model", "task"):
+        if "_target_" not in node and section not in ("model", "task", "data"):
             continue  # plain settings (an older layout's scheduler): nothing is instantiated from them
         if not isinstance(node.get("_target_"), str):
             raise CheckpointError(f"{file}: stored config section '{section}' has no _target_ string")
