@@ -410,3 +410,18 @@ def test_ctrl_c_on_the_command_line_saves_and_exits_130(tmp_path):
     assert "Traceback" not in err
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > 0
     assert not (run_dir / ".lock").exists()
+
+
+@pytest.mark.parametrize("arg,expected", [
+    ("hydra.launcher._target_=transferlab.config.validate.os.system", "resolves to posix.system"),
+    ("+hydra.callbacks.x={_target_:torch.optim.optimizer.torch.load,f:x}", "resolves to torch.serialization.load"),
+    ("+hydra.sweeper.sampler={_target_:subprocess.Popen}", "targets must start with one of"),
+    ("+hydra.job_logging.handlers.evil={class:logging.FileHandler,filename:/tmp/x}", "a logging factory runs code"),
+])
+def test_hydra_overrides_go_through_the_gate(arg, expected):
+    from transferlab.runner.cli_guard import check_command_line
+
+    with pytest.raises(UserError) as err:
+        check_command_line([arg])
+    assert expected in str(err.value) and "\n" not in str(err.value)
+    check_command_line(["extra_allowed_targets=[mypkg.]", "hydra.run.dir=outputs/x", "hydra.job.chdir=false"])  # fine
