@@ -1,10 +1,10 @@
 """PEFT through the real run path: metrics.json accounting, adapter file, export, resume."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+import proc_helpers
 import pytest
 import torch
 from conftest import FAST, compose_cfg
@@ -81,7 +81,7 @@ err = (head(bb(io["x"])) - io["logits"]).abs().max().item()
 assert "peft" not in sys.modules, "peft was imported"
 print(err)
 """
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PATH": ""})
+    res = proc_helpers.run([sys.executable, "-c", script], env={"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PATH": ""}, timeout=300)
     assert res.returncode == 0, res.stderr
     assert float(res.stdout.strip()) <= 1e-5
     from transferlab.backbones.transformer import Transformer

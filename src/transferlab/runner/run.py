@@ -27,17 +27,22 @@ def train(cfg: DictConfig) -> float | None:
     preflight(cfg)
     out = Path(str(cfg.paths.output_dir))
     apply_extras(cfg, out)
+    from transferlab.runner.run_folder import claim, release
     from transferlab.tracking.redact import install_log_filter, redact_files
 
     install_log_filter()
     redact_files(out)
-    if is_pipeline(cfg):
-        from transferlab.runner.pipeline import run_pipeline
+    claim(cfg, out, pipeline=is_pipeline(cfg))
+    try:
+        if is_pipeline(cfg):
+            from transferlab.runner.pipeline import run_pipeline
 
-        summary = run_pipeline(cfg, out)
-    else:
-        from transferlab.runner.stage import run_stage
+            summary = run_pipeline(cfg, out)
+        else:
+            from transferlab.runner.stage import run_stage
 
-        summary = run_stage(cfg, out)
+            summary = run_stage(cfg, out)
+    finally:
+        release(out)
     metric = cfg.get("optimized_metric")
     return summary.get(metric) if metric else None
