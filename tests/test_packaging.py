@@ -118,4 +118,6 @@ def test_wheel_installed_in_a_fresh_venv_runs_the_example_from_outside_the_repos
     assert {"path": "transferlab.conf", "schema": "pkg", "provider": "main"} in sources  # the wheel's own copy
     assert {"path": str(project / "configs"), "schema": "file", "provider": "command-line"} in sources
     assert "INFO" not in run.stdout + run.stderr and "Tip:" not in run.stdout + run.stderr  # the quiet console
+    log = (work / "run" / "train.log").read_text()
+    assert "[INFO] GPU available" in log and "Tip:" not in log  # INFO kept in the run's log file, adverts in neither
     assert not (ROOT / "src" / "transferlab.egg-info").exists() and not (ROOT / "build").exists()
