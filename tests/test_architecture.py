@@ -93,6 +93,7 @@ def test_data_and_backbones_import_no_task_runner_or_entry_point(part):
     ("transferlab.adaptation", ("transferlab.runner", "transferlab.tasks")),
     ("transferlab.config", ("transferlab.runner", "transferlab.tasks")),
     ("transferlab.analysis", ("transferlab.runner", "transferlab.tasks", "transferlab.callbacks")),
+    ("transferlab.inference", ("transferlab.runner", "transferlab.tasks", "transferlab.callbacks")),
     ("transferlab.inspection", ("transferlab.runner", "transferlab.tasks", "transferlab.callbacks", "transferlab.analysis")),
 ])
 def test_dependencies_point_one_way(layer, forbidden):

@@ -166,6 +166,7 @@ class TableDataModule(HeldOutTestSplit, TextDataModule):
         self.corpus_name = Path(str(path or "table")).stem
         self._names: list[str] = []
         self.feature_names: list[str] = []
+        self.feature_stats: tuple[list[float], list[float]] | None = None
         self._source = self._test_source = f"data.path={path!r}"
 
     # -- where the rows come from (the Hugging Face datamodule overrides this) ----------------------
@@ -251,10 +252,12 @@ class TableDataModule(HeldOutTestSplit, TextDataModule):
         cols, y, test, y_test = self._split()
         names = self._feature_columns(cols)
         x, x_test = self._features(cols, names, self._source), self._features(test, names, self._test_source)
+        self.feature_stats = None
         if self.standardize:  # per feature, from the training pool (never the test rows)
             mean, std = x.mean(0), x.std(0)
             std[std == 0] = 1.0
             x, x_test = (x - mean) / std, (x_test - mean) / std
+            self.feature_stats = (mean.tolist(), std.tolist())
         self.feature_names = names
         return x.astype(np.float32), y, x_test.astype(np.float32), y_test
 
@@ -289,6 +292,15 @@ class TableDataModule(HeldOutTestSplit, TextDataModule):
 
     def all_class_names(self) -> list[str]:
         return list(self._names)
+
+    def preprocessing(self) -> dict:
+        """Adds the columns a new table must have: the text column, or the feature columns and their statistics."""
+        state = {**super().preprocessing(), "text_column": self.text_column}
+        if not self.text_column:
+            stats = self.feature_stats
+            state.update(feature_columns=list(self.feature_names), feature_mean=stats[0] if stats else None,
+                         feature_std=stats[1] if stats else None)
+        return state
 
     @property
     def spec(self):
