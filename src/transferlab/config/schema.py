@@ -106,6 +106,7 @@ SCHEMA: dict[str, Rule] = {
     "resume": Rule("str", optional=True),
     "optimized_metric": Rule("str", optional=True),
     "allowed_targets": Rule("list", item=Rule("str")),
+    "threads": Rule("int", lo=1, also=("auto",)),
     # data
     "data.batch_size": positive_int(),
     "data.eval_batch_size": positive_int(optional=True),

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from transferlab.data.resumable import shuffled_loader
 from transferlab.data.spec import DataSpec
+from transferlab.data.tensor_batches import batched_view
 from transferlab.data.splits import (
     fraction_subset,
     k_shot,
@@ -131,6 +132,8 @@ class ArrayDataModule(pl.LightningDataModule):
     # -- loaders ------------------------------------------------------------------------------
     def _loader(self, dataset: TensorDataset, shuffle: bool, batch_size: int, rank: int = 0, world: int = 1) -> DataLoader:
         kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        dataset, collate = batched_view(dataset)  # one index op per tensor per batch (data/tensor_batches.py)
+        kwargs.update(collate)
         if shuffle:  # order from (seed, epoch), resumable mid-epoch, rank's shard of world (data/resumable.py)
             return shuffled_loader(dataset, batch_size, rank=rank, world=world, **kwargs)
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
@@ -166,8 +169,9 @@ class ArrayDataModule(pl.LightningDataModule):
         from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+        dataset, collate = batched_view(dataset)
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, **collate)
 
     @property
     def test_set_names(self) -> list[str]:
