@@ -18,7 +18,7 @@ average before and after each run are written to results/overhead_SIZE[_LABEL].j
 
     python experiments/benchmarks/overhead.py --size mid --threads 1   # ~8 min here (2 cores, load 10)
     python experiments/benchmarks/overhead.py --size small --threads 1
-    python experiments/benchmarks/overhead.py --size small --label old_loader --override data.batch_indexing=false
+    python experiments/benchmarks/overhead.py --size small --threads 1 --label no_bar --override trainer.enable_progress_bar=false
 """
 
 from __future__ import annotations
