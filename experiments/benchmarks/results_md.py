@@ -57,7 +57,8 @@ def overhead_section(out: list[str]) -> None:
             "with its defaults (progress bar, CSV logger, checkpoints, fault tolerance, train metrics every step),",
             "validation time excluded. Interleaved pairs in one process (ABBA); ratio = plain steps/s / transferlab",
             "steps/s per pair (1.00 = no overhead); median over pairs, 95 % percentile bootstrap interval.", "",
-            "| command | size | threads | pairs x steps | plain steps/s | transferlab steps/s | ratio (95% CI) | target | verdict | load (1-min, over the pairs) | started |",
+            "| command | size | threads | pairs x steps | plain steps/s | transferlab steps/s | ratio (95% CI) | target "
+            "| verdict | load (1-min, over the pairs) | started |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in files:
         d = json.loads(f.read_text())
@@ -104,7 +105,8 @@ def sweep_section(out: list[str]) -> None:
         return
     out += [f"Command: `{d['command']}` (started {d['started']}, {d['cores']} cores). Each job: "
             f"`{' '.join(d['job_overrides'])}`. CPU time = user+system of every process of the sweep's session.", "",
-            "| configuration | extra overrides | runs | wall s (each) | CPU s (each) | job torch threads | wall / sequential (95% CI) | load (1-min) |",
+            "| configuration | extra overrides | runs | wall s (each) | CPU s (each) | job torch threads "
+            "| wall / sequential (95% CI) | load (1-min) |",
             "|---|---|---|---|---|---|---|---|"]
     for name, runs in d["runs"].items():
         s = d["summary"].get(name)

@@ -13,13 +13,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from transferlab.data.resumable import shuffled_loader
 from transferlab.data.spec import DataSpec
-from transferlab.data.tensor_batches import batched_view
 from transferlab.data.splits import (
     fraction_subset,
     k_shot,
     select_classes,
     stratified_split,
 )
+from transferlab.data.tensor_batches import batched_view
 from transferlab.errors import ConfigError
 
 
