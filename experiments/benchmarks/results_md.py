@@ -74,6 +74,21 @@ def overhead_section(out: list[str]) -> None:
     out.append("")
 
 
+def profile_section(out: list[str]) -> None:
+    for f in sorted(RESULTS.glob("profile_*.json")):
+        d = json.loads(f.read_text())
+        recs = [d["plain"], d["transferlab"]]
+        out += [f"Where a step's time goes (`{d['command']}`, {d['torch_threads']} thread(s), started {d['started']}, "
+                f"1-min load {load_range(recs)}; cProfile, {d['transferlab']['steps']} steps each; cProfile inflates Python "
+                "code relative to torch kernels, so compare rows, not absolute times):", "",
+                "| part of a step | plain ms/step | transferlab ms/step |", "|---|---|---|"]
+        plain, tl = d["plain"]["ms_per_step"], d["transferlab"]["ms_per_step"]
+        for key in tl:
+            out.append(f"| {key} | {plain[key]:.2f} |" if key in plain else f"| {key} | - |")
+            out[-1] += f" {tl[key]:.2f} |"
+        out.append("")
+
+
 def startup_section(out: list[str]) -> None:
     d = load("startup")
     out += ["## 2. Start-up (`startup.py`)", ""]
@@ -145,6 +160,7 @@ def main() -> None:
            "runs are several times slower than on a quiet machine and their spread is wide; the intervals say how wide.",
            "A target counts as met only where the whole interval is inside it.", ""]
     overhead_section(out)
+    profile_section(out)
     startup_section(out)
     sweep_section(out)
     out += ["## 4. GPU check: not run", "",
