@@ -91,6 +91,11 @@ def check_stored_config(stored: dict[str, Any], sections: tuple[str, ...], allow
         node = stored.get(section)
         if node is None and section not in ("model", "task"):
             continue
+        if section == "scheduler" and isinstance(node, dict) and "_target_" not in node:
+            # checkpoints written before schedulers came from `_target_` (name: cosine|constant): plain values,
+            # and a restored model never builds its scheduler
+            _plain_values(node, section, file)
+            continue
         if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
             raise CheckpointError(f"{file}: stored config section '{section}' is not a config with a _target_")
         for key, value in node.items():
