@@ -11,7 +11,7 @@ sampled from /proc every 0.2 s and its last seen user+system CPU time summed (a 
 
 Target (issue 19): parallel wall <= 0.65x sequential. Writes results/sweep_threads.json.
 
-    python experiments/benchmarks/sweep_threads.py [--repeats 2]     # ~10 min here under load
+    python experiments/benchmarks/sweep_threads.py --repeats 1   # ~15 min here at load 15 (one of each)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from common import ROOT, bootstrap_median_ci, load_averages, machine, median, write_results
 
-JOB = ["task=supervised", "data=mnist1d", "model=cnn", "trainer.max_epochs=4", "trainer.enable_progress_bar=false",
+JOB = ["task=supervised", "data=mnist1d", "model=cnn", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "seed=0,1,2,3"]
 CORES = len(os.sched_getaffinity(0))
 CONFIGS = {
@@ -92,6 +92,18 @@ def run_sweep(extra: list[str], sweep_dir: Path, timeout: float) -> dict:
             "load_before": before, "load_after": load_averages()}
 
 
+def summarize(runs: dict[str, list[dict]]) -> dict:
+    summary = {}
+    for name, recs in runs.items():
+        if name == "sequential" or not recs or not runs.get("sequential"):
+            continue
+        ratios = [r["wall_s"] / s["wall_s"] for r, s in zip(recs, runs["sequential"])]
+        summary[name] = {"wall_ratio_median": median(ratios), "wall_ratios": ratios,
+                         "ci95": list(bootstrap_median_ci(ratios)) if len(ratios) > 1 else None,
+                         "cpu_ratio_median": median([r["cpu_s"] / s["cpu_s"] for r, s in zip(recs, runs["sequential"])])}
+    return summary
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=2)
@@ -102,6 +114,7 @@ def main() -> None:
     names = args.configs.split(",")
     started, load0, t0 = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), load_averages(), time.perf_counter()
     runs: dict[str, list[dict]] = {n: [] for n in names}
+    command = "python experiments/benchmarks/sweep_threads.py " + " ".join(sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="tl_sweep_threads_") as tmp:
         for i in range(args.repeats):
             for name in (names if i % 2 == 0 else names[::-1]):
@@ -109,19 +122,13 @@ def main() -> None:
                 runs[name].append(rec)
                 print(f"{name} #{i + 1}: wall {rec['wall_s']:.1f} s, cpu {rec['cpu_s']:.1f} s, job threads {rec['job_threads']} "
                       f"(load {rec['load_before'][0]}->{rec['load_after'][0]})", file=sys.stderr, flush=True)
-    summary = {}
-    for name in names:
-        if name == "sequential" or "sequential" not in runs:
-            continue
-        ratios = [r["wall_s"] / s["wall_s"] for r, s in zip(runs[name], runs["sequential"])]
-        summary[name] = {"wall_ratio_median": median(ratios), "wall_ratios": ratios,
-                         "ci95": list(bootstrap_median_ci(ratios)) if len(ratios) > 1 else None,
-                         "cpu_ratio_median": median([r["cpu_s"] / s["cpu_s"] for r, s in zip(runs[name], runs["sequential"])])}
-    command = "python experiments/benchmarks/sweep_threads.py " + " ".join(sys.argv[1:])
-    write_results("sweep_threads", {"command": command, "machine": machine(), "started": started, "cores": CORES,
-                                    "wall_s": time.perf_counter() - t0, "load_start": load0, "load_end": load_averages(),
-                                    "job_overrides": JOB, "configs": {n: CONFIGS[n] for n in names}, "target": 0.65,
-                                    "runs": runs, "summary": summary}, args.out)
+                summary = summarize(runs)
+                # written after every sweep, so an interrupted measurement keeps what it measured
+                write_results("sweep_threads", {
+                    "command": command, "machine": machine(), "started": started, "cores": CORES,
+                    "wall_s": time.perf_counter() - t0, "load_start": load0, "load_end": load_averages(),
+                    "job_overrides": JOB, "configs": {n: CONFIGS[n] for n in names if runs[n]}, "target": 0.65,
+                    "runs": {n: r for n, r in runs.items() if r}, "summary": summary}, args.out)
     for name, s in summary.items():
         ci = f" (95% CI {s['ci95'][0]:.3f}-{s['ci95'][1]:.3f})" if s["ci95"] else f" ({len(s['wall_ratios'])} pair, no interval)"
         print(f"sweep {name} / sequential: wall ratio {s['wall_ratio_median']:.3f}{ci}, cpu ratio {s['cpu_ratio_median']:.3f}")
