@@ -34,7 +34,8 @@ def load(name: str) -> dict | None:
 
 def verdict(ci: list[float] | None, bound: float, median: float | None = None, target: float | None = None) -> str:
     if not ci:
-        return "not shown: a single run has no interval"
+        seen = f" (the one ratio, {median:.3f}, is {'below' if median <= bound else 'above'} {bound:g})" if median is not None else ""
+        return f"**not shown**: a single pair has no interval{seen}"
     lo, hi = ci
     if hi <= bound and (median is None or target is None or median <= target):
         return f"**met** (whole interval <= {bound:g})"
@@ -142,7 +143,11 @@ def sweep_section(out: list[str]) -> None:
     par = d["summary"].get("parallel")
     if par:
         out += ["", f"Target parallel wall <= {d['target']:g}x sequential: "
-                f"{verdict(par.get('ci95'), d['target'], par['wall_ratio_median'], d['target'])}."]
+                f"{verdict(par.get('ci95'), d['target'], par['wall_ratio_median'], d['target'])}.",
+                f"Total CPU time, parallel / sequential: {par['cpu_ratio_median']:.2f}. One job at a time gets every core's",
+                "thread (threads=auto), and on a machine already running other work those threads spin against the other",
+                "processes' threads too, which is part of the sequential sweep's extra wall and CPU time here; the",
+                "`parallel_all_threads` row (where present) is 2 jobs at a time with every job taking every core."]
     out.append("")
 
 
