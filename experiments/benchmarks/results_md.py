@@ -151,6 +151,18 @@ def sweep_section(out: list[str]) -> None:
     out.append("")
 
 
+def inspect_section(out: list[str]) -> None:
+    d = load("inspect_time")
+    if not d:
+        return
+    s = d["summary"]
+    out += ["## 6. `python -m transferlab.inspect` time (`inspect_time.py`)", "",
+            f"Command: `python {d['command']}` ({d['machine'].get('date')}, 1-min load {d['load_start']:.1f}-{d['load_end']:.1f}), "
+            f"{len(d['rows'])} fresh interpreters, command -> exit: median {s['median_s']:.1f} s wall (min {s['min_s']:.1f}, "
+            f"max {s['max_s']:.1f}), median {s['median_cpu_s']:.1f} CPU-seconds. Wall time under this load is mostly waiting "
+            "for the cores; the CPU seconds are the steadier figure.", ""]
+
+
 def earlier_section(out: list[str]) -> None:
     out += ["## 5. Earlier benchmarks (issue 10, not rerun for issue 19)", "",
             "Single runs without intervals, taken on 2026-11-28 at the loads shown; read them as indications only.", ""]
@@ -185,6 +197,7 @@ def main() -> None:
             "(precision x compile on the mid transformer with trainer=gpu, then trainer=ddp and trainer=fsdp with",
             "devices=1); its results go in results/ and a section here.", ""]
     earlier_section(out)
+    inspect_section(out)
     (HERE / "RESULTS.md").write_text("\n".join(out))
     print(f"wrote {HERE / 'RESULTS.md'}")
 

@@ -84,11 +84,16 @@ def _read(p: Path, fmt: str, key: str, path: str) -> Columns:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as e:
                         raise UserError(f"{key}={str(path)!r}: line {i} is not JSON ({e.msg})") from None
-        cols = _rows_to_columns(rows)
+        cols = _rows_to_columns(rows, key, path)
     elif fmt == "json":
         with open(p, encoding="utf-8") as f:
             data = json.load(f)
-        cols = _rows_to_columns(data) if isinstance(data, list) else {k: list(v) for k, v in dict(data).items()}
+        if isinstance(data, list):
+            cols = _rows_to_columns(data, key, path)
+        elif isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+            cols = {str(k): list(v) for k, v in data.items()}
+        else:
+            raise UserError(f"{key}={path!r}: a JSON file must hold a list of row objects or an object of column lists")
     else:
         try:
             import pyarrow.parquet as pq
@@ -98,9 +103,11 @@ def _read(p: Path, fmt: str, key: str, path: str) -> Columns:
     return cols
 
 
-def _rows_to_columns(rows: list[dict[str, Any]]) -> Columns:
+def _rows_to_columns(rows: list[dict[str, Any]], key: str = "data.path", path: str = "") -> Columns:
     names: list[str] = []
-    for r in rows:
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            raise UserError(f"{key}={path!r}: row {i} is a {type(r).__name__}, not an object of column values")
         names.extend(k for k in r if k not in names)
     return {n: [r.get(n) for r in rows] for n in names}
 

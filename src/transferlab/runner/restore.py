@@ -91,18 +91,17 @@ def check_stored_config(stored: dict[str, Any], sections: tuple[str, ...], allow
         node = stored.get(section)
         if node is None and section not in ("model", "task"):
             continue
-        if section == "scheduler" and isinstance(node, dict) and "_target_" not in node:
-            # checkpoints written before schedulers came from `_target_` (name: cosine|constant): plain values,
-            # and a restored model never builds its scheduler
-            _plain_values(node, section, file)
-            continue
-        if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
-            raise CheckpointError(f"{file}: stored config section '{section}' is not a config with a _target_")
+        if not isinstance(node, dict):
+            raise CheckpointError(f"{file}: stored config section '{section}' is not a config (a {type(node).__name__})")
         for key, value in node.items():
             if key.startswith("_") and key not in SECTION_META:
                 raise CheckpointError(f"{file}: stored config key {section}.{key} is refused (only _target_ and _partial_)")
             if key not in SECTION_META:
                 _plain_values(value, f"{section}.{key}", file)
+        if "_target_" not in node and section not in ("model", "task", "data"):
+            continue  # plain settings (an older layout's scheduler): nothing is instantiated from them
+        if not isinstance(node.get("_target_"), str):
+            raise CheckpointError(f"{file}: stored config section '{section}' has no _target_ string")
         try:
             obj = resolve_target(node["_target_"], allowed, f"{section}._target_")
         except ConfigError as e:
