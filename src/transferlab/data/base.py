@@ -20,6 +20,7 @@ from transferlab.data.splits import (
     select_classes,
     stratified_split,
 )
+from transferlab.data.tensor_batches import batched_view
 from transferlab.errors import ConfigError
 
 
@@ -143,6 +144,8 @@ class ArrayDataModule(pl.LightningDataModule):
     # -- loaders ------------------------------------------------------------------------------
     def _loader(self, dataset: TensorDataset, shuffle: bool, batch_size: int, rank: int = 0, world: int = 1) -> DataLoader:
         kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        dataset, collate = batched_view(dataset)  # one index op per tensor per batch (data/tensor_batches.py)
+        kwargs.update(collate)
         if shuffle:  # order from (seed, epoch), resumable mid-epoch, rank's shard of world (data/resumable.py)
             return shuffled_loader(dataset, batch_size, rank=rank, world=world, **kwargs)
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
@@ -178,8 +181,9 @@ class ArrayDataModule(pl.LightningDataModule):
         from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+        dataset, collate = batched_view(dataset)
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, **collate)
 
     @property
     def test_set_names(self) -> list[str]:

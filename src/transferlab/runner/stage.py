@@ -36,6 +36,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from transferlab.callbacks.step_stats import StepStats
     from transferlab.distributed.launch import prepare_launch
     from transferlab.distributed.rank_watch import failed_ranks_named, watch_ranks
+    from transferlab.distributed.threads import set_torch_threads
     from transferlab.runner.build import (
         build_backbone,
         build_callbacks,
@@ -50,6 +51,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
+    set_torch_threads(cfg)  # this process's share of the cores (sweep jobs and DDP ranks must not fight)
     persistent_run_id(out)  # the tracker's run id (e.g. W&B `id`): a resumed run continues the same run
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
