@@ -2,7 +2,8 @@
 
 Each stage is the root config with the stage's `task` (and `peft`, if given) swapped in and
 its other groups (`data`, `trainer`, `optimizer`, ...) merged on top. `init_from: <stage>`
-hands that stage's last checkpoint to `task.pretrained`.
+hands that stage's checkpoint to `task.pretrained`: `task.handoff: last` (default) its weights at
+the end of training, `best` its best by the stage's `task.monitor`.
 """
 
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 REPLACED = ("task", "peft")
 STAGE_KEYS = ("init_from", "label", "report")
+HANDOFFS = ("last", "best")
 
 
 def is_pipeline(cfg: DictConfig) -> bool:
@@ -30,8 +32,18 @@ def stage_config(cfg: DictConfig, name: str, out: Path) -> DictConfig:
     new = OmegaConf.merge(OmegaConf.create(root), OmegaConf.create(stage))
     new.paths.output_dir = str(out / name)
     if init_from:
-        new.task.pretrained = str(out / init_from / "checkpoints" / "last.ckpt")
+        new.task.pretrained = str(out / init_from / "checkpoints" / f"{handoff(cfg)}.ckpt")
     return new
+
+
+def handoff(cfg: DictConfig) -> str:
+    """Which checkpoint of a stage the stages that `init_from` it start from (`task.handoff`)."""
+    from transferlab.errors import ConfigError
+
+    value = cfg.task.get("handoff", "last")
+    if value not in HANDOFFS:
+        raise ConfigError("task.handoff", value, " or ".join(HANDOFFS))
+    return value
 
 
 def stages(cfg: DictConfig) -> Iterator[tuple[str | None, DictConfig]]:
