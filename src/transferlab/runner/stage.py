@@ -9,6 +9,7 @@ from omegaconf import DictConfig, open_dict
 
 from transferlab.errors import Preempted, TrainingDiverged
 from transferlab.runner.summary import write_summary
+from transferlab.tracking.summary import log_summary
 
 log = logging.getLogger("transferlab")
 
@@ -44,6 +45,8 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
         build_trainer,
         compile_backbone,
     )
+    from transferlab.config.instantiate import to_plain
+    from transferlab.runner.provenance import provenance
     from transferlab.tracking.run_id import persistent_run_id
 
     out.mkdir(parents=True, exist_ok=True)
@@ -95,11 +98,10 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
             "tested": test_ckpt, "epochs": trainer.current_epoch, "steps": trainer.global_step,
             "time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start,
         })
+        summary.update(provenance(to_plain(cfg), datamodule))
     if trainer.is_global_zero:
         write_summary(out, summary)
-        for lg in loggers:
-            if hasattr(lg, "log_summary"):
-                lg.log_summary(summary)
+        log_summary(loggers, summary)
     return summary
 
 
