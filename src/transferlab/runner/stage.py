@@ -92,7 +92,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
                 summary.update(cb.summary())
         summary.update({
             "task": cfg.task.name, "kind": getattr(task, "kind", "pretrain"), "peft": cfg.peft.name if getattr(task, "kind", "") == "finetune" else None,
-            "data": cfg.data.name, "model": cfg.model.name, "seed": int(cfg.seed),
+            "data": cfg.data.name, "model": cfg.model.name, "seed": int(cfg.seed), "lr": cfg.optimizer.get("lr"),
             "pretrained": str(getattr(task, "pretrained", None) or "") or None,
             **checkpoint_record(out, last_file, _best_checkpoint(trainer)),
             "tested": test_ckpt, "epochs": trainer.current_epoch, "steps": trainer.global_step,
