@@ -4,10 +4,10 @@ import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
+import proc_helpers
 import pytest
 from conftest import ROOT
 
@@ -128,8 +128,7 @@ def test_run_folders_and_pipeline_runs(tmp_path):
 def test_compare_cli_never_imports_torch(sweep):
     code = ("import sys; from transferlab.compare import main; rc = main([sys.argv[1], '--no-plot']); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code, str(sweep)], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ}, timeout=120)
+    proc = proc_helpers.run([sys.executable, "-c", code, str(sweep)], cwd=ROOT, env={**os.environ}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "| run | status | peft | seed |" in proc.stdout
 

@@ -1,6 +1,7 @@
 """DDP on 2 CPU processes (gloo): the same numbers as 1 process, written once, test set counted once;
 inside a Hydra multirun; under torchrun on 2 loopback "nodes"; bf16-mixed; the launch helpers."""
 
+import contextlib
 import json
 import os
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import proc_helpers
 import pytest
 from conftest import compose_cfg
 
@@ -20,9 +22,14 @@ STEPS = 2 * 21
 DDP = [*SMALL, "trainer=ddp_cpu", "data.batch_size=32"]
 
 
-def cli(args: list[str], cwd: Path, timeout: int = 240, module: tuple[str, ...] = ("-m", "transferlab.train")):
+# Per-test budget of a DDP subprocess: generous, because on a loaded 2-core machine two ranks plus gloo
+# start-up can take minutes; when it runs out the whole process group (every rank) is killed, none left behind.
+DDP_BUDGET_S = float(os.environ.get("TRANSFERLAB_TEST_DDP_BUDGET_S", "600"))
+
+
+def cli(args: list[str], cwd: Path, timeout: float = DDP_BUDGET_S, module: tuple[str, ...] = ("-m", "transferlab.train")):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, *module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = proc_helpers.run([sys.executable, *module, *args], cwd=cwd, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -79,11 +86,11 @@ def test_a_failed_ddp_job_does_not_end_the_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "transferlab.train", "-m", *DDP, "trainer.max_epochs=1",
-                           "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
-                           "+callbacks.poison._target_=fault_helpers.PoisonWeights", "+callbacks.poison.at_step=3",
-                           "+callbacks.poison.rank=1,0,-1", f"hydra.sweep.dir={sweep}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    proc = proc_helpers.run([sys.executable, "-m", "transferlab.train", "-m", *DDP, "trainer.max_epochs=1",
+                             "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
+                             "+callbacks.poison._target_=fault_helpers.PoisonWeights", "+callbacks.poison.at_step=3",
+                             "+callbacks.poison.rank=1,0,-1", f"hydra.sweep.dir={sweep}"],
+                            cwd=tmp_path, env=env, timeout=DDP_BUDGET_S)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "error: 2 of 3 sweep jobs failed" in proc.stderr
     first, second = (json.loads((sweep / job / "error.json").read_text()) for job in ("0", "1"))
@@ -117,13 +124,14 @@ def test_torchrun_two_nodes_on_loopback_matches_local_ddp(sweep, tmp_path):
     """torchrun --nnodes=2 --nproc_per_node=1: the same numbers as Lightning's 2 local processes."""
     port, run = free_port(), tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-                               f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}",
-                               "-m", "transferlab.train", *DDP, "peft=full", "trainer.devices=1", "trainer.num_nodes=2",
-                               f"hydra.run.dir={run}"],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in (0, 1)]
-    outputs = [n.communicate(timeout=240)[0] for n in nodes]
+    with contextlib.ExitStack() as stack:
+        nodes = [stack.enter_context(proc_helpers.started(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+             f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}",
+             "-m", "transferlab.train", *DDP, "peft=full", "trainer.devices=1", "trainer.num_nodes=2",
+             f"hydra.run.dir={run}"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)) for rank in (0, 1)]
+        outputs = [n.communicate(timeout=DDP_BUDGET_S)[0] for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     local, elastic = metrics(sweep / "sweep" / "1"), metrics(run)
     for key in ("steps", "val/loss", "test/acc", "test/loss", "test/samples"):

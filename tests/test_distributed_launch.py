@@ -3,14 +3,15 @@
 import inspect
 import sys
 
+import proc_helpers
 import pytest
 from conftest import compose_cfg
 from omegaconf import OmegaConf
 
 from transferlab.distributed import launch as distributed
 from transferlab.distributed.fsdp import block_wrap_policy
-from transferlab.runner.build import compile_backbone
 from transferlab.errors import ConfigError, UserError
+from transferlab.runner.build import compile_backbone
 
 
 def test_child_command_line_is_one_job_without_the_sweep():
@@ -95,8 +96,8 @@ def test_rank_watcher_names_the_failed_rank_and_stops_the_others(tmp_path, monke
     (tmp_path / "train_ddp_process_2.log").write_text(
         "[2026-11-28 10:00:00,000][transferlab][INFO] - fitting\n"
         "[2026-11-28 10:00:01,000][transferlab][ERROR] - data.path='x.csv' is invalid: no such file\n")
-    healthy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    healthy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], start_new_session=True)
     watcher = rank_watch.RankWatcher([healthy, failing], str(tmp_path))
     rank_watch._watcher = watcher
     watcher.start()
@@ -110,6 +111,9 @@ def test_rank_watcher_names_the_failed_rank_and_stops_the_others(tmp_path, monke
         assert healthy.returncode == -9  # the waiting rank was stopped, not left in a collective
     finally:
         assert rank_watch.stop_ranks() == watcher.failure
+        for proc in (healthy, failing):
+            proc_helpers.kill_group(proc.pid)
+            proc_helpers.assert_no_group_left(proc.pid)
     assert rank_watch._watcher is None and not watcher.is_alive()
 
 

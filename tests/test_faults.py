@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import proc_helpers
 import pytest
 import torch
 from conftest import ROOT, compose_cfg
@@ -45,7 +46,8 @@ def _wait_for_step(proc: subprocess.Popen, folder: Path, step: int, timeout: flo
         if proc.poll() is not None:
             raise AssertionError(f"run ended before step {step}:\n{(folder.parent / f'{folder.name}.log').read_text()[-3000:]}")
         time.sleep(0.02)
-    raise AssertionError(f"step {step} not reached in {timeout}s")
+    proc_helpers.kill_group(proc.pid)
+    raise AssertionError(f"step {step} not reached in {timeout}s (process group killed)")
 
 
 def _ckpt(folder: Path) -> dict:
@@ -73,6 +75,7 @@ def test_sigkill_then_sigterm_then_resume_matches_uninterrupted(tmp_path, monkey
     _wait_for_step(proc, run, kill_at)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    proc_helpers.assert_no_group_left(proc.pid)
     saved = _ckpt(run)
     assert saved["global_step"] % EVERY == 0 and saved["global_step"] % STEPS_PER_EPOCH != 0, (kill_at, saved["global_step"])
     assert saved["global_step"] <= kill_at
@@ -151,12 +154,19 @@ def test_ddp_sigkill_then_resume_matches_uninterrupted(tmp_path):
     _wait_for_step(proc, run, kill_at)
     os.killpg(proc.pid, signal.SIGKILL)  # rank 0 and the rank it started
     proc.wait()
+    proc_helpers.kill_group(proc.pid)
+    proc_helpers.assert_no_group_left(proc.pid)
     saved = _ckpt(run)["global_step"]
     assert 0 < saved <= kill_at and saved % EVERY == 0
     for folder, extra in ((run, ["resume=auto"]), (reference, [])):
         folder.mkdir(exist_ok=True)
         proc = _start(folder, *ddp, *extra)
-        assert proc.wait(timeout=300) == 0, (folder.parent / f"{folder.name}.log").read_text()[-3000:]
+        try:
+            code = proc.wait(timeout=600)  # budget on a loaded 2-core machine; the group is killed either way
+        finally:
+            proc_helpers.kill_group(proc.pid)
+        assert code == 0, (folder.parent / f"{folder.name}.log").read_text()[-3000:]
+        proc_helpers.assert_no_group_left(proc.pid)
     from transferlab.analysis.runs import read_summary
 
     resumed, expected = read_summary(run), read_summary(reference)

@@ -8,10 +8,10 @@ run adds none beyond what `import torch, pytorch_lightning` already brought in.
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+import proc_helpers
 import pytest
 from conftest import CONF, ROOT
 
@@ -39,7 +39,7 @@ def test_default_run_imports_no_heavy_optional_package(tmp_path: Path):
                  "trainer.limit_test_batches=1", "task.pretrain_trainer.max_epochs=1", "task.target_trainer.max_epochs=1"]
     code = SCRIPT.format(conf=str(CONF), overrides=overrides, watched=WATCHED)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    proc = proc_helpers.run([sys.executable, "-c", code], env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["task"] == "transfer"  # the default run really ran

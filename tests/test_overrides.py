@@ -44,12 +44,12 @@ def test_data_keys_a_stage_sets_are_refused_naming_the_stage_keys(override, tmp_
 
 def test_refusal_reaches_preflight_through_hydras_command_line(tmp_path):
     """The real path: validate() reads the overrides from Hydra's run context, before anything trains."""
+    from conftest import CONF
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from conftest import CONF
     from transferlab.config.validate import validate
 
     GlobalHydra.instance().clear()

@@ -115,7 +115,7 @@ def test_merge_equals_unmerged_and_leaves_a_plain_backbone(name):
     adaptation = method(name)
     bb = adaptation.attach(bb)
     with torch.no_grad():  # move the adapters away from their identity init
-        for n, p in bb.named_parameters():
+        for _name, p in bb.named_parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
     x = torch.randn(6, 1, 16)

@@ -1,10 +1,10 @@
 """PEFT through the real run path: metrics.json accounting, adapter file, export, resume."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+import proc_helpers
 import pytest
 import torch
 from conftest import FAST, compose_cfg
@@ -54,7 +54,8 @@ def test_lora_run_counts_saves_adapter_and_exports_a_plain_backbone(pretrained, 
     post = torch.load(last, weights_only=True)["state_dict"]
     assert torch.equal(post["backbone.blocks.1.mlp.fc2.base_layer.weight"], pre["backbone.blocks.1.mlp.fc2.weight"])
     assert torch.equal(post["backbone.norm.weight"], pre["backbone.norm.weight"])
-    assert not torch.equal(post["backbone.blocks.1.mlp.fc2.lora_B.default.weight"], torch.zeros_like(post["backbone.blocks.1.mlp.fc2.lora_B.default.weight"]))
+    lora_b = post["backbone.blocks.1.mlp.fc2.lora_B.default.weight"]
+    assert not torch.equal(lora_b, torch.zeros_like(lora_b))
 
     x = torch.randn(7, 1, 40)
     full_task = restore_task(str(last), allowed).task
@@ -80,7 +81,7 @@ err = (head(bb(io["x"])) - io["logits"]).abs().max().item()
 assert "peft" not in sys.modules, "peft was imported"
 print(err)
 """
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PATH": ""})
+    res = proc_helpers.run([sys.executable, "-c", script], env={"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PATH": ""}, timeout=300)
     assert res.returncode == 0, res.stderr
     assert float(res.stdout.strip()) <= 1e-5
     from transferlab.backbones.transformer import Transformer

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import proc_helpers
 import pytest
 import yaml
 from conftest import CONF, ROOT
@@ -24,8 +25,7 @@ FAKE_KEY = "tlsecret-0123456789abcdef0123456789abcdef"
 
 def run_cli(args: list[str], env: dict | None = None, timeout: int = 400) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "transferlab.train", *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return proc_helpers.run([sys.executable, "-m", "transferlab.train", *args], cwd=ROOT, env=full_env, timeout=timeout)
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -26,8 +26,8 @@ def _comparable(summary: dict) -> dict:
 
 @pytest.mark.slow
 def test_logger_choice_and_wandb_offline_run(tmp_path, monkeypatch, caplog):
-    from transferlab.tracking import wandb_logger as tracking
     from transferlab.runner.run import train
+    from transferlab.tracking import wandb_logger as tracking
 
     csv_run = tmp_path / "csv_run"
     train(compose_cfg(TINY + ["logger=csv"], csv_run))

@@ -1,10 +1,11 @@
 """Read a W&B offline run back with wandb's own reader (`wandb leet inspect --json`)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import proc_helpers
 
 
 def offline_run_file(run_folder: Path) -> Path:
@@ -16,8 +17,10 @@ def offline_run_file(run_folder: Path) -> Path:
 def read_offline_run(run_folder: Path) -> dict[str, Any]:
     """{'run': the run record (group, job_type, display_name, tags), 'config': merged config, 'summary': merged summary,
     'types': record types seen, 'exit_code': ...} of the one offline run in `run_folder/wandb`."""
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline_run_file(run_folder))],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    done = proc_helpers.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline_run_file(run_folder))],
+                            timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
     run: dict[str, Any] = {}
     config: dict[str, Any] = {}
     summary: dict[str, Any] = {}

@@ -60,7 +60,8 @@ def plan(seeds: list[int], model: str, labels: int | None, pretrain_epochs: int,
     for seed in seeds:
         target = [*common, f"data.classes={TARGET}", f"data.labels_per_class={'null' if labels is None else labels}", f"seed={seed}",
                   *downstream_trainer(labels, PER_CLASS, steps)]
-        down.append(Job(f"seed{seed}/scratch", ["task=finetune", "peft=full", *target], {"seed": seed, "objective": "none (scratch)", "method": "full"}))
+        down.append(Job(f"seed{seed}/scratch", ["task=finetune", "peft=full", *target],
+                        {"seed": seed, "objective": "none (scratch)", "method": "full"}))
         for obj in objectives():
             pname = f"seed{seed}/{obj}/pretrain"
             pre.append(Job(pname, [f"task={obj}", *common, f"data.classes={SOURCE}", f"trainer.max_epochs={1 if smoke else pretrain_epochs}",
@@ -80,7 +81,8 @@ def report(rows: list[dict], meta: dict) -> str:
     body = [[o] + [fmt([r["test/acc"] for r in g.get((o, m), [])]) for m in ms]
             + [fmt([f["test/acc"] - p["test/acc"] for f in g.get((o, "full"), []) for p in g.get((o, "linear_probe"), []) if f["seed"] == p["seed"]])]
             for o in objs]
-    body.append(["none (scratch)"] + ["-" if m != "full" else fmt([r["test/acc"] for r in g.get(("none (scratch)", "full"), [])]) for m in ms] + ["-"])
+    scratch = [r["test/acc"] for r in g.get(("none (scratch)", "full"), [])]
+    body.append(["none (scratch)"] + ["-" if m != "full" else fmt(scratch) for m in ms] + ["-"])
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(1, len(ms))
     for j, m in enumerate(ms):

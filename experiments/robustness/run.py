@@ -148,7 +148,8 @@ def report(rows: list[dict], meta: dict) -> str:
             for method, style in (("scratch", "--"), ("pretrained", "-")):
                 rs = g.get((ds, b, method), [])
                 for i, c in enumerate(corruptions):
-                    ys = [mean_std([r["test/acc"] for r in rs])[0]] + [mean_std([r.get(f"test_shift/{c}_s{s}/acc") for r in rs])[0] for s in severities]
+                    ys = [mean_std([r["test/acc"] for r in rs])[0]]
+                    ys += [mean_std([r.get(f"test_shift/{c}_s{s}/acc") for r in rs])[0] for s in severities]
                     ax.plot([0] + severities, ys, style, marker="o", color=f"C{i}", label=f"{c} ({method})")
             ax.set_title(f"{ds}, {b} labels/class (solid: pretrained, dashed: scratch)", fontsize=9)
             ax.set_xlabel("severity (0 = clean)")

@@ -143,7 +143,7 @@ def report(rows: list[dict]) -> str:
              "|---|---|" + "---|" * len(methods)]
     for s in srcs:
         used = {"random init": "-", "supervised": "yes"}.get(s, "no (hidden)")
-        lines.append(f"| {s} | {used} | " + " | ".join("{:.1f} ± {:.1f}".format(100 * m, 100 * sd) for m, sd, _ in (cell(s, x) for x in methods)) + " |")
+        lines.append(f"| {s} | {used} | " + " | ".join(f"{100 * m:.1f} ± {100 * sd:.1f}" for m, sd, _ in (cell(s, x) for x in methods)) + " |")
     pre = [r for r in rows if r["method"].startswith("pretrain")]
     if pre:
         lines += ["", "Online probes at the end of pretraining (source classes 0-4, test split):", "",
@@ -153,7 +153,7 @@ def report(rows: list[dict]) -> str:
 
             def ms(key: str) -> str:
                 v = [float(r[key]) for r in rs if r.get(key) not in (None, "")]
-                return "{:.1f} ± {:.1f}".format(100 * statistics.mean(v), 100 * statistics.stdev(v) if len(v) > 1 else 0) if v else "-"
+                return f"{100 * statistics.mean(v):.1f} ± {100 * statistics.stdev(v) if len(v) > 1 else 0:.1f}" if v else "-"
 
             lines.append(f"| {s} | {ms('source_knn_acc')} | {ms('source_linear_acc')} | {statistics.mean(float(r['wall_s']) for r in rs):.0f} |")
     table = "\n".join(lines)

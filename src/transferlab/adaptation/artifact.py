@@ -22,7 +22,7 @@ def adapter_state(task: nn.Module) -> dict[str, torch.Tensor]:
     """Trainable parameters (adapter, head, and whatever the method unfroze) plus the backbone's
     buffers (e.g. BatchNorm statistics, which move in train mode even when weights are frozen)."""
     state = {n: p.detach().cpu().clone() for n, p in task.named_parameters() if p.requires_grad}
-    backbone = getattr(task, "backbone")
+    backbone = task.backbone
     params = {n for n, _ in backbone.named_parameters()}
     for n, t in backbone.state_dict().items():
         if n not in params:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from transferlab.analysis.runs import SEED_KEY, Run
 from transferlab.analysis.tables import TRAINABLE, _float

@@ -6,9 +6,10 @@ Reads files only, never imports torch or a model.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 SUMMARY_FILE = "metrics.json"
 ERROR_FILE = "error.json"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from transferlab.analysis.runs import (
     SEED_KEY,

@@ -61,7 +61,7 @@ class HFBackbone(Backbone):
         self.model_type = str(cfg.model_type)
         if self.is_text:
             _check_vocab(self.model, vocab_size, name_or_path, pretrained)
-        self.feature_dim = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "dim"))
+        self.feature_dim = int(getattr(cfg, "hidden_size", None) or cfg.dim)
         self.pool = ("last" if self.model_type in DECODER_TYPES else "cls") if pool == "auto" else pool
         self._lora_targets = tuple(lora_targets) if lora_targets else default_lora_targets(self.model_type)
         self._layers_prefix, self._n_layers = _find_layers(self.model)

@@ -5,7 +5,8 @@ the labels. The probe lives in a callback (not in the LightningModule), so its w
 in the task's state_dict, not in the task's optimizer, and its loss cannot reach the backbone.
 """
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch

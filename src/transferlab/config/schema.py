@@ -45,16 +45,20 @@ class Rule:
         return text + (f" (or {' or '.join(extras)})" if extras else "")
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def _range_text(r: Rule) -> str:
     if r.lo is None and r.hi is None:
         return ""
     if r.lo == 0 and r.lo_open and r.hi is None:
         return " > 0"
     if r.lo is not None and r.hi is None:
-        return f" {'>' if r.lo_open else '>='} {r.lo:g}"
+        return f" {'>' if r.lo_open else '>='} {_num(r.lo)}"
     if r.lo is None:
-        return f" {'<' if r.hi_open else '<='} {r.hi:g}"
-    return f" in {'(' if r.lo_open else '['}{r.lo:g}, {r.hi:g}{')' if r.hi_open else ']'}"
+        return f" {'<' if r.hi_open else '<='} {_num(r.hi)}"
+    return f" in {'(' if r.lo_open else '['}{_num(r.lo)}, {_num(r.hi)}{')' if r.hi_open else ']'}"
 
 
 def _ok(rule: Rule, value: Any) -> bool:
@@ -101,11 +105,16 @@ PRECISIONS = ("32-true", "32", 32, "16-mixed", "bf16-mixed", "bf16-true", "16-tr
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 
 SCHEMA: dict[str, Rule] = {
-    "seed": Rule("int"),
+    "seed": Rule("int", lo=0, hi=2**32 - 1),  # Lightning replaces a seed outside this range by a random one
+    "overwrite": Rule("bool"),
+    "resume_force": Rule("bool"),
     "test_ckpt": Rule("str", choices=("last", "best")),
     "resume": Rule("str", optional=True),
     "optimized_metric": Rule("str", optional=True),
     "allowed_targets": Rule("list", item=Rule("str")),
+    "extra_allowed_targets": Rule("list", item=Rule("str")),
+    "tags": Rule("list", item=Rule("str")),
+    "ckpt_path": Rule("str", optional=True),
     # data
     "data.batch_size": positive_int(),
     "data.eval_batch_size": positive_int(optional=True),
@@ -115,7 +124,7 @@ SCHEMA: dict[str, Rule] = {
     "data.test_fraction": unit(lo_open=True),
     "data.num_workers": non_negative_int(),
     "data.split_seed": Rule("int"),
-    "data.classes": Rule("list", item=non_negative_int(), optional=True),
+    "data.classes": Rule("list", item=non_negative_int(), optional=True),  # and >= 2 distinct (check_schema)
     "data.normalize": Rule("bool"),
     "data.pin_memory": Rule("bool"),
     # model
@@ -151,7 +160,7 @@ SCHEMA: dict[str, Rule] = {
     "optimizer.lr": Rule("number", lo=0, lo_open=True),
     "optimizer.weight_decay": Rule("number", lo=0),
     "optimizer.momentum": unit(),
-    "optimizer.betas": Rule("list", item=unit()),
+    "optimizer.betas": Rule("list", item=unit()),  # and exactly two (check_schema)
     "optimizer.layer_decay": Rule("number", lo=0, hi=1, lo_open=True, optional=True),
     "scheduler.warmup_steps": non_negative_int(),
     "scheduler.warmup_fraction": unit(),
@@ -161,7 +170,7 @@ SCHEMA: dict[str, Rule] = {
     "trainer.devices": Rule("int", lo=0, lo_open=True, also=("auto", -1)),
     "trainer.num_nodes": positive_int(),
     "trainer.precision": Rule("str", choices=PRECISIONS),
-    "trainer.max_epochs": Rule("int", lo=0, optional=True, also=(-1,)),
+    "trainer.max_epochs": Rule("int", lo=0, lo_open=True, optional=True, also=(-1,)),  # 0 would train nothing
     "trainer.max_steps": Rule("int", lo=0, lo_open=True, also=(-1,)),
     "trainer.min_epochs": non_negative_int(optional=True),
     "trainer.check_val_every_n_epoch": positive_int(optional=True),
@@ -190,6 +199,10 @@ def check_schema(cfg: DictConfig, schema: dict[str, Rule] = SCHEMA) -> None:
             value = OmegaConf.to_container(value, resolve=True)
         if rule.kind == "list" and isinstance(value, list) and key == "data.classes" and len(set(value)) != len(value):
             raise ConfigError(key, value, "a list of distinct class ids")
+        if key == "data.classes" and isinstance(value, list) and len(value) < 2:
+            raise ConfigError(key, value, "at least two class ids (a classifier needs two classes), or null for all")
+        if key == "optimizer.betas" and isinstance(value, list) and len(value) != 2:
+            raise ConfigError(key, value, "a list of two numbers in [0, 1), e.g. [0.9, 0.999]")
         if key.startswith("trainer.limit_") and isinstance(value, float) and value > 1:
             raise ConfigError(key, value, "a fraction in (0, 1] or a whole number of batches")
         if not _ok(rule, value):

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.config.instantiate import check_targets, task_kind
+from transferlab.config.instantiate import check_targets, resolve_target, task_kind
 from transferlab.config.schema import check_schema
 from transferlab.config.stages import stages as expand_stages
 from transferlab.errors import ConfigError
@@ -142,17 +142,55 @@ def check_unknown_keys(cfg: DictConfig, group: str) -> None:
     node = cfg.get(group)
     if not isinstance(node, DictConfig) or "_target_" not in node:
         return
-    import importlib
+    cls = resolve_target(node._target_, tuple(cfg.get("allowed_targets") or ()), f"{group}._target_")
+    _check_keys(node, group, cls, EXTRA_KEYS.get(group, set()), PASSED_BY_BUILD.get(group, set()))
 
-    module_name, _, attr = str(node._target_).rpartition(".")
+
+# groups whose children are named configs, each with its own `_target_` (or null to switch it off)
+NAMED_TARGET_GROUPS = ("callbacks", "logger")
+
+
+def check_nested_unknown_keys(cfg: DictConfig) -> None:
+    """Every `_target_` node below the groups (a callback, a logger, a trainer's strategy) has only keys
+    its target accepts; a callbacks/logger entry is a config with a `_target_`, or null."""
+    allowed = tuple(cfg.get("allowed_targets") or ())
+    for group in NAMED_TARGET_GROUPS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        for name, child in node.items_ex(resolve=False):
+            if child is not None and not (isinstance(child, DictConfig) and "_target_" in child):
+                raise ConfigError(f"{group}.{name}", OmegaConf.to_container(child) if isinstance(child, DictConfig) else child,
+                                  f"a {group} config with a _target_, or null to switch it off")
+
+    def walk(node, where: str, top: bool) -> None:
+        if isinstance(node, DictConfig):
+            if "_target_" in node and not top:
+                cls = resolve_target(node._target_, allowed, f"{where}._target_")
+                if not _forwards_kwargs(cls):  # e.g. DDPStrategy passes **kwargs on to DistributedDataParallel
+                    _check_keys(node, where, cls, set(), set())
+            for key, value in node.items_ex(resolve=False):
+                walk(value, f"{where}.{key}", False)
+
+    for group in (*TARGET_GROUPS, *NAMED_TARGET_GROUPS):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig):
+            walk(node, group, group in TARGET_GROUPS)
+
+
+def _forwards_kwargs(cls) -> bool:
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ConfigError(f"{group}._target_", str(node._target_), f"an importable class ({e})") from None
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _check_keys(node: DictConfig, where: str, cls, extra: set[str], passed: set[str]) -> None:
     valid = accepted_keys(cls)
     if valid is None:
         return
-    valid = (valid | EXTRA_KEYS.get(group, set())) - PASSED_BY_BUILD.get(group, set())
+    valid = (valid | extra) - passed
     for key in node.keys():
         key = str(key)
         if key.startswith("_") or key in valid:
@@ -161,14 +199,14 @@ def check_unknown_keys(cfg: DictConfig, group: str) -> None:
 
         close = difflib.get_close_matches(key, sorted(valid), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"{group}.{key}", node.get(key),
+        raise ConfigError(f"{where}.{key}", node.get(key),
                           f"not a key of {getattr(cls, '__name__', cls)}: {hint}valid keys are {sorted(valid)}")
 
 
 def check_task_peft(cfg: DictConfig) -> None:
     if "_target_" not in cfg.task:
         return
-    if task_kind(cfg.task) != "finetune" and cfg.peft.get("name") not in (None, "full"):
+    if task_kind(cfg.task, tuple(cfg.get("allowed_targets") or ())) != "finetune" and cfg.peft.get("name") not in (None, "full"):
         raise ConfigError("peft", cfg.peft.get("name"),
                           f"task={cfg.task.name} is a pretraining task that trains the whole backbone: use peft=full, or task=finetune")
 
@@ -177,9 +215,8 @@ def check_task_own(cfg: DictConfig) -> None:
     """A task class's own pre-flight checks (`validate_config`), e.g. task=masked needs model=transformer."""
     if "_target_" not in cfg.task:
         return
-    from hydra.utils import get_class
-
-    hook = getattr(get_class(str(cfg.task._target_)), "validate_config", None)
+    hook = getattr(resolve_target(cfg.task._target_, tuple(cfg.get("allowed_targets") or ()), "task._target_"),
+                   "validate_config", None)
     if hook is not None:
         hook(cfg)
 
@@ -259,8 +296,10 @@ def validate_targets(cfg: DictConfig, pipeline_stage: bool = False) -> None:
     A pipeline's pretraining stage inherits the root `peft` (meant for its fine-tuning stages)
     and ignores it, so the task/peft combination is checked for single runs only.
     """
+    check_targets(cfg, tuple(cfg.get("allowed_targets") or ()), resolve=True)
     for group in TARGET_GROUPS:
         check_unknown_keys(cfg, group)
+    check_nested_unknown_keys(cfg)
     if not pipeline_stage:
         check_task_peft(cfg)
     check_model_fits_data(cfg)

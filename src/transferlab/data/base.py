@@ -5,7 +5,6 @@ split, k-shot / fraction subsets and normalization are decided here, once, for a
 """
 
 from collections.abc import Sequence
-
 from typing import Any
 
 import numpy as np

@@ -32,7 +32,8 @@ class HFDataModule(TableDataModule):
             raise UserError("data=hf needs the Hugging Face `datasets` package: pip install datasets "
                             "(or pip install 'transferlab[text]')") from None
         if not self.dataset_name:
-            raise ConfigError("data.dataset", self.dataset_name, "a dataset for datasets.load_dataset (a hub name, or csv/json/parquet with data.data_files)")
+            raise ConfigError("data.dataset", self.dataset_name,
+                              "a dataset for datasets.load_dataset (a hub name, or csv/json/parquet with data.data_files)")
         cache = str(Path(str(self.cache_dir)).expanduser() / "hf_datasets")
         try:
             available = datasets.load_dataset(self.dataset_name, self.subset, data_files=self.data_files,

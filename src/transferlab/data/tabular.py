@@ -37,12 +37,44 @@ def read_table(path: str | Path, key: str = "data.path") -> Columns:
         raise UserError(f"{key}={str(path)!r}: no such file")
     if p.stat().st_size == 0:
         raise UserError(f"{key}={str(path)!r}: the file is empty")
+    try:
+        cols = _read(p, fmt, key, str(path))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{key}={str(path)!r}: not a UTF-8 text file (byte {e.start} cannot be decoded): is it binary?") from None
+    except csv.Error as e:
+        raise UserError(f"{key}={str(path)!r}: not a readable {fmt.upper()} file ({e})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{key}={str(path)!r}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not cols or not any(len(v) for v in cols.values()):
+        raise UserError(f"{key}={str(path)!r}: the file has no rows")
+    return cols
+
+
+def _read_delimited(p: Path, fmt: str, key: str, path: str) -> Columns:
+    """Rows of a CSV/TSV: a duplicated column name or a row with more or fewer cells than the header is an error."""
+    with open(p, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter="," if fmt == "csv" else "\t")
+        header = next(reader, [])
+        seen: dict[str, int] = {}
+        for j, name in enumerate(header, 1):
+            if name in seen:
+                raise UserError(f"{key}={path!r}: column name {name!r} appears twice in the header (columns {seen[name]} "
+                                f"and {j}); rename one")
+            seen[name] = j
+        rows = []
+        for row in reader:
+            if not row:
+                continue  # a blank line
+            if len(row) != len(header):
+                raise UserError(f"{key}={path!r}: line {reader.line_num} has {len(row)} cells, the header has "
+                                f"{len(header)} (a missing or extra delimiter?)")
+            rows.append(row)
+    return {name: [r[j] for r in rows] for j, name in enumerate(header)}
+
+
+def _read(p: Path, fmt: str, key: str, path: str) -> Columns:
     if fmt in ("csv", "tsv"):
-        with open(p, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter="," if fmt == "csv" else "\t")
-            rows = [{k: v for k, v in row.items() if k is not None} for row in reader]
-            header = list(reader.fieldnames or [])
-        cols = {name: [r.get(name) for r in rows] for name in header}
+        cols = _read_delimited(p, fmt, key, path)
     elif fmt == "jsonl":
         rows = []
         with open(p, encoding="utf-8") as f:
@@ -63,8 +95,6 @@ def read_table(path: str | Path, key: str = "data.path") -> Columns:
         except ImportError:
             raise UserError(f"{key}={str(path)!r}: reading Parquet needs pyarrow (pip install pyarrow)") from None
         cols = pq.read_table(p).to_pydict()
-    if not cols or not any(len(v) for v in cols.values()):
-        raise UserError(f"{key}={str(path)!r}: the file has no rows")
     return cols
 
 
@@ -161,10 +191,36 @@ class TableDataModule(HeldOutTestSplit, TextDataModule):
             raise UserError(f"{source}: column {self.label_column!r} has {len(missing)} missing label(s) (rows {missing[:5]})")
         return labels
 
+    def check_cells(self, cols: Columns, source: str) -> None:
+        """A column that mixes numbers and text, or holds inf, is an error naming the column and row (rows
+        counted from 1 after the header), not a column silently dropped from the features or a NaN loss."""
+        if self.text_column:
+            return
+        names = self.feature_columns if self.feature_columns is not None else [c for c in cols if c != self.label_column]
+        for name in names:
+            values = cols.get(name, [])
+            numbers = [_as_number(v) if not _is_missing(v) else None for v in values]
+            present = [i for i, v in enumerate(values) if not _is_missing(v)]
+            text = [i for i in present if numbers[i] is None]
+            if text and len(text) < len(present):
+                i = text[0]
+                raise UserError(f"{source}: column {name!r} row {i + 1}: {values[i]!r} is not a number (the column's other "
+                                f"cells are numbers, {len(text)} are not); fix the cell, or name the feature columns with "
+                                "data.feature_columns")
+            if not text:
+                bad = [i for i in present if not math.isfinite(numbers[i])]
+                if bad:
+                    i = bad[0]
+                    raise UserError(f"{source}: column {name!r} row {i + 1}: {values[i]!r} is not a finite number "
+                                    f"({len(bad)} such cell(s)); replace or drop those rows")
+
     def _split(self) -> tuple[Columns, np.ndarray, Columns, np.ndarray]:
         cols, test, source = self.read_tables()
         self._source = source
         self._test_source = test_source = source if test is None else self.test_source()
+        self.check_cells(cols, source)
+        if test is not None:
+            self.check_cells(test, test_source)
         labels = self._labels(cols, source)
         test_labels = self._labels(test, test_source) if test is not None else []
         keys = label_keys(list(labels) + list(test_labels))

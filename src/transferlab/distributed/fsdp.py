@@ -9,12 +9,13 @@ def block_wrap_policy(block_classes: list[str], allowed: tuple[str, ...] = ("tra
     Wrapping per block (not per layer, not the whole model) is what lets FSDP gather one
     block's weights at a time; the classes are named in the config (`trainer.strategy`).
     """
-    from hydra.utils import get_class
+    from transferlab.config.instantiate import resolve_target
 
     classes: set[type] = set()
     for name in block_classes:
-        if not str(name).startswith(allowed):
+        cls = resolve_target(name, allowed, "trainer.strategy.auto_wrap_policy.block_classes")
+        if not isinstance(cls, type):
             raise ConfigError("trainer.strategy.auto_wrap_policy.block_classes", name,
                               f"a module class under one of {list(allowed)}")
-        classes.add(get_class(str(name)))
+        classes.add(cls)
     return classes

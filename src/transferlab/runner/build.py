@@ -42,12 +42,12 @@ def build_backbone(cfg: DictConfig, spec):
 def build_task(cfg: DictConfig, backbone, spec, config: dict[str, Any] | None = None, pretrained: Any = "config"):
     """The task's LightningModule; fine-tuning tasks also get the `peft` adaptation."""
     allowed = allowed_targets(cfg)
-    check_targets(cfg.task, allowed, "task")
-    check_targets(cfg.optimizer, allowed, "optimizer")
-    check_targets(cfg.scheduler, allowed, "scheduler")
+    check_targets(cfg.task, allowed, "task", resolve=True)
+    check_targets(cfg.optimizer, allowed, "optimizer", resolve=True)
+    check_targets(cfg.scheduler, allowed, "scheduler", resolve=True)
     kwargs: dict[str, Any] = dict(backbone=backbone, spec=spec, optimizer=to_plain(cfg.optimizer),
                                   scheduler=to_plain(cfg.scheduler), run_config=config if config is not None else redact(to_plain(cfg)))
-    if task_kind(cfg.task) == "finetune":
+    if task_kind(cfg.task, allowed) == "finetune":
         kwargs["adaptation"] = instantiate(cfg.peft, allowed)
         if pretrained != "config":
             kwargs["pretrained"] = pretrained
@@ -66,8 +66,13 @@ def build_callbacks(cfg: DictConfig) -> list:
 
 
 def build_loggers(cfg: DictConfig) -> list:
+    """Loggers from the `logger` group, with the root `tags` on each (tracking/tags.py)."""
+    from transferlab.tracking.tags import tag_loggers
+
     nodes = cfg.get("logger") or {}
-    return [instantiate(node, allowed_targets(cfg)) for node in nodes.values() if node is not None and "_target_" in node]
+    loggers = [instantiate(node, allowed_targets(cfg)) for node in nodes.values() if node is not None and "_target_" in node]
+    tag_loggers(loggers, list(cfg.get("tags") or []))
+    return loggers
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, loggers: list):
@@ -95,7 +100,7 @@ def dry_build_later_stages(cfg: DictConfig) -> None:
         try:
             datamodule = build_datamodule(stage)
             datamodule.setup("fit")
-            if "_target_" in stage.task and task_kind(stage.task) == "finetune" and peft_targets:
+            if "_target_" in stage.task and task_kind(stage.task, allowed_targets(stage)) == "finetune" and peft_targets:
                 instantiate(stage.peft, allowed_targets(stage)).attach(build_backbone(stage, datamodule.spec))
         except ConfigError as e:
             raise ConfigError(e.key, e.value, f"{e.valid} (in pipeline stage '{name}')") from None

@@ -3,6 +3,9 @@
 `hydra_entry(config_name)` is the decorator each `python -m transferlab.X` main uses: Hydra parses
 the command line and composes `conf/<config_name>.yaml`; a UserError (or a Hydra override or
 composition mistake) becomes one `error:` line and exit 2.
+
+The configs are the repository's `conf/`, shipped in the package as `transferlab.conf`; a user adds
+their own folder with Hydra's `--config-dir DIR` or `hydra.searchpath=[file://DIR]`.
 """
 
 import functools
@@ -11,7 +14,19 @@ import os
 import sys
 from pathlib import Path
 
-CONFIG_DIR = os.environ.get("TRANSFERLAB_CONFIG_DIR", str(Path(__file__).resolve().parents[3] / "conf"))
+
+def config_dir() -> str:
+    """Where the entry points' configs are: `$TRANSFERLAB_CONFIG_DIR`; else, run from a source checkout
+    (editable install or `PYTHONPATH=src`), its own `conf/`; else the installed package's copy."""
+    if os.environ.get("TRANSFERLAB_CONFIG_DIR"):
+        return os.environ["TRANSFERLAB_CONFIG_DIR"]
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "train.yaml").is_file():
+        return str(checkout / "conf")
+    return "pkg://transferlab.conf"
+
+
+CONFIG_DIR = config_dir()
 
 
 def report_user_errors(fn):
@@ -25,14 +40,78 @@ def report_user_errors(fn):
             return fn(*args, **kwargs)
         except UserError as e:
             logging.getLogger("transferlab").debug("user error", exc_info=True)
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            log_to_files(str(e))
-            raise SystemExit(getattr(e, "exit_code", 2)) from None
+            message, code = str(e), getattr(e, "exit_code", 2)
+            if INTERRUPTED["by_user"] and message.startswith("SIGTERM"):  # our Ctrl-C handler sent it
+                message, code = "interrupted (Ctrl-C)" + message[len("SIGTERM"):], 130
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            log_to_files(message)
+            raise SystemExit(code) from None
+        except KeyboardInterrupt:
+            print("error: interrupted (Ctrl-C) before training started: nothing was saved", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
+        except OSError as e:
+            import errno
+
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+                raise
+            where = getattr(e, "filename", None) or "the run folder"
+            what = "disk full" if e.errno != errno.EROFS else "read-only file system"
+            print(f"error: {what} while writing {where} ({e.strerror}); free space or set hydra.run.dir elsewhere, "
+                  "then rerun with resume=auto", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         except Exception as e:
             log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
             raise
 
     return wrapper
+
+
+INTERRUPTED = {"by_user": False}
+
+
+def install_ctrl_c_handler() -> None:
+    """The first Ctrl-C during training saves a checkpoint like SIGTERM (a second one stops at once).
+
+    Lightning handles SIGTERM during fit (finish the batch, then FaultTolerance saves last.ckpt); outside
+    fit SIGTERM has no handler, so a Ctrl-C there is an ordinary KeyboardInterrupt (nothing to save).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigint(signum, frame):
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            raise KeyboardInterrupt
+        INTERRUPTED["by_user"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("Ctrl-C: saving a checkpoint after this batch (press again to stop at once)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def protect_run_folder() -> None:
+    """At the start of every job, before validation can fail: mask secrets in what Hydra wrote
+    (`.hydra/*.yaml`), mask them in every log record, and remove stale temporary files that a killed
+    save left (`.NAME.PID.tmp` of a process that is gone)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # not under Hydra (a test calling the function directly)
+        return
+    from transferlab.tracking.redact import install_log_filter, redact_files
+    from transferlab.utils.io import remove_stale_tmp
+
+    install_log_filter()
+    redact_files(out)
+    removed = remove_stale_tmp(out)
+    if removed:
+        logging.getLogger("transferlab").warning("removed %d temporary file(s) left by a killed save: %s",
+                                                 len(removed), ", ".join(str(p) for p in removed))
 
 
 def log_to_files(message: str) -> None:
@@ -127,12 +206,35 @@ def hydra_entry(config_name: str, sweep: bool = False):
     import hydra
 
     def decorate(fn):
-        job = fn
+        @functools.wraps(fn)
+        def guarded(cfg, *args, **kwargs):
+            from transferlab.config.instantiate import widen_allowed_targets
+
+            protect_run_folder()
+            install_ctrl_c_handler()
+            widen_allowed_targets(cfg)
+            return fn(cfg, *args, **kwargs)
+
+        job = guarded
         if sweep:
             from transferlab.sweeps.job import sweep_job
 
-            job = sweep_job(fn)
-        app = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(report_user_errors(job))
-        return friendly_hydra_errors(app)
+            job = sweep_job(guarded)
+        app = friendly_hydra_errors(hydra.main(version_base="1.3", config_path=CONFIG_DIR,
+                                               config_name=config_name)(report_user_errors(job)))
+
+        @functools.wraps(app)
+        def entry(*args, **kwargs):
+            from transferlab.errors import UserError
+            from transferlab.runner.cli_guard import check_command_line
+
+            try:
+                check_command_line(sys.argv[1:])
+            except UserError as e:
+                print(f"error: {e}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
+            return app(*args, **kwargs)
+
+        return entry
 
     return decorate

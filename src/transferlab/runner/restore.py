@@ -2,8 +2,11 @@
 
 A checkpoint (or adapter file) is read as tensors and plain containers only (weights-only
 `torch.load`); the model is rebuilt from the run config stored in it, and only `_target_`s that
-*this* run's `allowed_targets` allow are instantiated — a file can never widen them. One config
-check (`stored_config`), one mismatch message (`utils.checkpoint.check_state_matches`).
+*this* run's `allowed_targets` allow are instantiated — a file can never widen them. The stored
+config must fit a known-safe schema (`check_stored_config`): only the sections a model needs, each
+a plain dict whose one `_target_` (at its top, no nested ones, no `_args_`, no `${...}`) resolves
+to the kind of object that section builds (a Backbone, a task, an Adaptation, an optimizer, ...).
+One mismatch message (`utils.checkpoint.check_state_matches`).
 """
 
 from dataclasses import dataclass
@@ -48,16 +51,111 @@ def open_checkpoint(path: str | Path, needs: tuple[str, ...] = ("model",)) -> tu
     return file, ckpt, stored
 
 
-def restore_datamodule_state(datamodule: Any, ckpt: dict[str, Any]) -> None:
-    """Give a datamodule the state its class saved in the checkpoint (the training run's normalization)."""
+# what the top `_target_` of each stored section must resolve to (checked after the allowed_targets gate)
+SECTION_KINDS = {
+    "model": ("transferlab.backbones.base", "Backbone"),
+    "task": ("pytorch_lightning", "LightningModule"),
+    "peft": ("transferlab.adaptation.base", "Adaptation"),
+    "optimizer": ("torch.optim", "Optimizer"),
+    "scheduler": ("torch.optim.lr_scheduler", "LRScheduler"),  # or a function (a `_partial_` factory)
+    "data": ("pytorch_lightning", "LightningDataModule"),
+}
+SECTION_META = {"_target_", "_partial_"}
+PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain_values(node: Any, where: str, file: Path) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str) or key.startswith("_"):
+                raise CheckpointError(f"{file}: stored config key {where}.{key} is refused (a file's config may carry "
+                                      "no _target_, _args_ or other instantiation keys below a section's top)")
+            _plain_values(value, f"{where}.{key}", file)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _plain_values(value, f"{where}[{i}]", file)
+    elif not isinstance(node, PLAIN):
+        raise CheckpointError(f"{file}: stored config {where} holds a {type(node).__name__}, not a plain value")
+    elif isinstance(node, str) and "${" in node:
+        raise CheckpointError(f"{file}: stored config {where}={node!r} is refused (no interpolation from a file)")
+
+
+def check_stored_config(stored: dict[str, Any], sections: tuple[str, ...], allowed: tuple[str, ...], file: Path) -> None:
+    """A file's config fits the known-safe schema before anything in it is imported or instantiated."""
+    import importlib
+
+    from transferlab.config.instantiate import resolve_target
+    from transferlab.errors import ConfigError
+
+    for section in sections:
+        node = stored.get(section)
+        if node is None and section not in ("model", "task"):
+            continue
+        if section == "scheduler" and isinstance(node, dict) and "_target_" not in node:
+            # checkpoints written before schedulers came from `_target_` (name: cosine|constant): plain values,
+            # and a restored model never builds its scheduler
+            _plain_values(node, section, file)
+            continue
+        if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
+            raise CheckpointError(f"{file}: stored config section '{section}' is not a config with a _target_")
+        for key, value in node.items():
+            if key.startswith("_") and key not in SECTION_META:
+                raise CheckpointError(f"{file}: stored config key {section}.{key} is refused (only _target_ and _partial_)")
+            if key not in SECTION_META:
+                _plain_values(value, f"{section}.{key}", file)
+        try:
+            obj = resolve_target(node["_target_"], allowed, f"{section}._target_")
+        except ConfigError as e:
+            raise CheckpointError(f"{file}: stored config {e} (a checkpoint never widens allowed_targets)") from None
+        module, name = SECTION_KINDS[section]
+        kind = getattr(importlib.import_module(module), name)
+        fits = isinstance(obj, type) and issubclass(obj, kind)
+        if section == "scheduler" and not isinstance(obj, type):
+            fits = callable(obj)
+        if not fits:
+            raise CheckpointError(f"{file}: stored config {section}._target_={node['_target_']!r} is refused: "
+                                  f"it is not a {module}.{name}")
+
+
+def restore_datamodule_state(datamodule: Any, ckpt: dict[str, Any], file: Path | str = "the checkpoint") -> None:
+    """Give a datamodule the state its class saved in the checkpoint (the training run's normalization).
+
+    Non-finite statistics (NaN/inf mean or std) are refused: they turn every input into NaN.
+    """
     saved = ckpt.get(type(datamodule).__qualname__)
     if isinstance(saved, dict) and hasattr(datamodule, "load_state_dict"):
+        bad = _non_finite(saved)
+        if bad:
+            raise CheckpointError(f"{file}: the saved data state {type(datamodule).__qualname__}.{bad} is not finite "
+                                  "(NaN/inf normalization statistics would make every prediction meaningless)")
         datamodule.load_state_dict(saved)
 
 
-def _datamodule(build_cfg: DictConfig, ckpt: dict[str, Any], stage: str) -> Any:
+def _non_finite(node: Any, where: str = "") -> str | None:
+    import math
+
+    import torch
+
+    if isinstance(node, dict):
+        for k, v in node.items():
+            bad = _non_finite(v, f"{where}.{k}" if where else str(k))
+            if bad:
+                return bad
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            bad = _non_finite(v, f"{where}[{i}]")
+            if bad:
+                return bad
+    elif isinstance(node, torch.Tensor) and node.is_floating_point():
+        return None if bool(torch.isfinite(node).all()) else where
+    elif isinstance(node, float):
+        return None if math.isfinite(node) else where
+    return None
+
+
+def _datamodule(build_cfg: DictConfig, ckpt: dict[str, Any], stage: str, file: Path) -> Any:
     datamodule = build_datamodule(build_cfg)
-    restore_datamodule_state(datamodule, ckpt)
+    restore_datamodule_state(datamodule, ckpt, file)
     datamodule.setup(stage)
     return datamodule
 
@@ -81,8 +179,9 @@ def restore_task(path: str | Path, allowed_targets: list[str], data: Any = None,
     file, ckpt, stored = open_checkpoint(path, needs=("model", "task"))
     if data is None and not isinstance(stored.get("data"), dict):
         raise CheckpointError(f"{file} stores no data config: pass data=<option>")
+    check_stored_config(stored, MODEL_SECTIONS + (("data",) if data is None else ()), tuple(allowed_targets), file)
     cfg = _build_config(stored, allowed_targets, data, MODEL_SECTIONS)
-    datamodule = _datamodule(cfg, ckpt, stage)
+    datamodule = _datamodule(cfg, ckpt, stage, file)
     spec = datamodule.spec
     backbone = build_backbone(cfg, spec)
     if is_adapter_file(ckpt):
@@ -105,8 +204,9 @@ def restore_backbone(path: str | Path, allowed_targets: list[str], data: Any = N
     file, ckpt, stored = open_checkpoint(path, needs=("model",))
     if data is None and not isinstance(stored.get("data"), dict):
         raise CheckpointError(f"{file} stores no data config: pass data=<option>")
+    check_stored_config(stored, ("model",) + (("data",) if data is None else ()), tuple(allowed_targets), file)
     cfg = _build_config(stored, allowed_targets, data, ("model",))
-    datamodule = _datamodule(cfg, ckpt, stage)
+    datamodule = _datamodule(cfg, ckpt, stage, file)
     backbone = build_backbone(cfg, datamodule.spec)
     load_backbone(backbone, file)
     return Restored(file, ckpt, stored, datamodule, backbone=backbone)

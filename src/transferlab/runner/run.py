@@ -5,14 +5,21 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from transferlab.config.accelerator import check_mps
 from transferlab.config.stages import is_pipeline
+from transferlab.config.switches import check_switches
 from transferlab.config.validate import validate
 from transferlab.runner.build import dry_build_later_stages
+from transferlab.runner.extras import apply_extras
+from transferlab.tracking.external_loggers import check_logger_packages
 
 
 def preflight(cfg: DictConfig) -> None:
     """Every mistake the config shows, for every stage of a pipeline, before any stage trains."""
     validate(cfg)
+    check_switches(cfg)
+    check_mps(cfg)
+    check_logger_packages(cfg)
     dry_build_later_stages(cfg)
 
 
@@ -20,18 +27,24 @@ def train(cfg: DictConfig) -> float | None:
     """Validate every stage before any trains, run, and return the optimized metric (for sweepers)."""
     preflight(cfg)
     out = Path(str(cfg.paths.output_dir))
+    apply_extras(cfg, out)
+    from transferlab.runner.run_folder import claim, release
     from transferlab.tracking.redact import install_log_filter, redact_files
 
     install_log_filter()
     redact_files(out)
-    if is_pipeline(cfg):
-        from transferlab.runner.pipeline import run_pipeline
+    claim(cfg, out, pipeline=is_pipeline(cfg))
+    try:
+        if is_pipeline(cfg):
+            from transferlab.runner.pipeline import run_pipeline
 
-        summary = run_pipeline(cfg, out)
-    else:
-        from transferlab.runner.stage import run_stage
+            summary = run_pipeline(cfg, out)
+        else:
+            from transferlab.runner.stage import run_stage
 
-        summary = run_stage(cfg, out)
+            summary = run_stage(cfg, out)
+    finally:
+        release(out)
     from transferlab.distributed.world import is_global_zero
 
     if is_global_zero():

@@ -15,7 +15,8 @@ log = logging.getLogger("transferlab")
 
 
 def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
-    resume = cfg.get("resume")
+    """`resume` (or its lightning-hydra-template name `ckpt_path`): auto, a checkpoint, a run folder, or None."""
+    resume = cfg.get("resume") or cfg.get("ckpt_path")
     if not resume:
         return None
     if resume == "auto":
@@ -34,6 +35,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     from transferlab.callbacks.fault_tolerance import keep_logs_for_resume
     from transferlab.callbacks.step_stats import StepStats
+    from transferlab.config.instantiate import to_plain
     from transferlab.distributed.launch import prepare_launch
     from transferlab.distributed.rank_watch import failed_ranks_named, watch_ranks
     from transferlab.runner.build import (
@@ -45,7 +47,6 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
         build_trainer,
         compile_backbone,
     )
-    from transferlab.config.instantiate import to_plain
     from transferlab.runner.provenance import provenance
     from transferlab.tracking.run_id import persistent_run_id
 
@@ -71,18 +72,23 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
             log.info("resuming from %s", ckpt_path)
             keep_logs_for_resume(trainer)
         fit_start = time.perf_counter()
+        trains = bool(cfg.get("train", True))  # train=false: no fit, test the checkpoint (or the initial weights)
         try:
-            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            if trains:
+                trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except FloatingPointError as e:
             raise TrainingDiverged(f"training diverged in {out}: {e}; last good checkpoint kept in {out / 'checkpoints'}") from None
         except SIGTERMException:
             raise Preempted(f"SIGTERM at step {trainer.global_step}: checkpoint saved in {out / 'checkpoints'}; "
                             "rerun with resume=auto to continue") from None
         fit_s = time.perf_counter() - fit_start
-        last_file = save_final_checkpoint(trainer)
+        last_file = save_final_checkpoint(trainer) if trains else None
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        test_ckpt = cfg.get("test_ckpt", "last")
-        results = trainer.test(task, datamodule=datamodule, ckpt_path="best" if test_ckpt == "best" else None, verbose=False)
+        test_ckpt = cfg.get("test_ckpt", "last") if trains else (ckpt_path or "init")
+        results = []
+        if cfg.get("test", True):
+            test_from = ("best" if test_ckpt == "best" else None) if trains else ckpt_path
+            results = trainer.test(task, datamodule=datamodule, ckpt_path=test_from, verbose=False, weights_only=True)
         tested: dict[str, float] = {}
         for r in results:
             tested.update({k: float(v) for k, v in r.items()})
@@ -91,7 +97,8 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
             if isinstance(cb, StepStats):
                 summary.update(cb.summary())
         summary.update({
-            "task": cfg.task.name, "kind": getattr(task, "kind", "pretrain"), "peft": cfg.peft.name if getattr(task, "kind", "") == "finetune" else None,
+            "task": cfg.task.name, "kind": getattr(task, "kind", "pretrain"),
+            "peft": cfg.peft.name if getattr(task, "kind", "") == "finetune" else None,
             "data": cfg.data.name, "model": cfg.model.name, "seed": int(cfg.seed), "lr": cfg.optimizer.get("lr"),
             "pretrained": str(getattr(task, "pretrained", None) or "") or None,
             **checkpoint_record(out, last_file, _best_checkpoint(trainer)),

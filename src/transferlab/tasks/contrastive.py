@@ -1,6 +1,7 @@
 """SimCLR (Chen et al. 2020): two augmented views, a projection head, the NT-Xent loss."""
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

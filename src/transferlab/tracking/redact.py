@@ -10,9 +10,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-# config keys: api_key, wandb_api_key, hf_token, access_token, password, secret_key (not pad_token / max_tokens)
-SECRET_NAME = re.compile(r"(^|[_-])(api_?key|access_?key|private_?key|secret(_?key)?|password|passwd|credentials?"
-                         r"|(auth|access|api|hf|wandb|bearer|github|gh)_?token)$", re.IGNORECASE)
+# config keys (the last part of a dotted key, any case): a name ending in api_key / apikey / access_key /
+# private_key / secret_key / auth_key / wandb_key / hf_key / openai_key / aws_key / license_key / signing_key,
+# or in secret / password / passwd / credential(s), or `token` alone or ending in auth_token / access_token /
+# api_token / hf_token / wandb_token / bearer_token / github_token / gh_token / refresh_token / session_token.
+# Not secret: pad_token, max_tokens, monitor_key, label_key (data names that merely contain the words).
+SECRET_NAME = re.compile(r"(^|[_-])((api|access|private|secret|auth|wandb|hf|openai|aws|license|signing)_?key|apikey"
+                         r"|secret|password|passwd|credentials?"
+                         r"|(auth|access|api|hf|wandb|bearer|github|gh|refresh|session)_?token)$|^token$", re.IGNORECASE)
 # environment variables: the above, or any name ending in KEY / TOKEN / SECRET (HF_TOKEN, OPENAI_API_KEY)
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
 MASK = "***"

@@ -2,8 +2,9 @@
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 
 @contextlib.contextmanager
@@ -30,3 +31,32 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_tmp(folder: str | Path) -> list[Path]:
+    """Delete `.NAME.PID.tmp` files (from `atomic_open`) under `folder` whose process is gone."""
+    import re
+
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    pattern = re.compile(r"^\..+\.(\d+)\.tmp$")
+    for path in folder.rglob(".*.tmp"):
+        m = pattern.match(path.name)
+        if m and path.is_file() and not _alive(int(m.group(1))):
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed

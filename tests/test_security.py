@@ -1,0 +1,378 @@
+"""Attacks from files and from the command line: nothing runs, no secret is written, no run is lost.
+
+Each code-execution attack points at a marker file; the test asserts the marker was NOT created.
+"""
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, compose_cfg
+from omegaconf import OmegaConf
+from proc_helpers import run, started
+
+from transferlab.errors import UserError
+
+SUP = ["task=supervised", "model=mlp", "data=digits"]
+
+
+# -- 1. instantiate only what is allowed --------------------------------------------------------------
+
+@pytest.mark.parametrize("path,expected", [
+    ("torch.optim.optimizer.torch.load", "resolves to torch.serialization.load"),
+    ("torch.optim.optimizer.torch.save", "resolves to torch.serialization.save"),
+    ("transferlab.config.validate.os.system", "resolves to posix.system"),
+    ("transferlab.runner.entry.os.kill", "resolves to posix.kill"),
+    ("torch.optim.optimizer.torch.hub.load", "resolves to torch.hub.load"),
+    ("transferlab.runner.entry.INTERRUPTED", "must name a class or function, not a dict"),
+    ("transferlab.backbones", "must name a class or function, not a module"),
+    ("os.system", "targets must start with one of"),
+    ("transferlab.nope.Nope", "an importable class or function"),
+    ("transferlab..x", "not a dotted Python name"),
+])
+def test_gate_judges_what_a_target_resolves_to(path, expected):
+    from transferlab.config.instantiate import DEFAULT_ALLOWED, resolve_target
+
+    with pytest.raises(UserError) as err:
+        resolve_target(path, DEFAULT_ALLOWED)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("path", ["torch.optim.AdamW", "transferlab.tasks.optim.warmup_cosine",
+                                  "pytorch_lightning.Trainer", "transferlab.backbones.mlp.MLP"])
+def test_gate_allows_the_real_targets(path):
+    from transferlab.config.instantiate import DEFAULT_ALLOWED, resolve_target
+
+    assert callable(resolve_target(path, DEFAULT_ALLOWED))
+
+
+def test_instantiate_refuses_a_disguised_target_before_calling_it(tmp_path):
+    from transferlab.config.instantiate import instantiate
+
+    marker = tmp_path / "pwned"
+    with pytest.raises(UserError, match="resolves to posix.system"):
+        instantiate({"_target_": "transferlab.config.validate.os.system", "command": f"touch {marker}"})
+    with pytest.raises(UserError, match="resolves to posix.system"):  # nested, as a constructor argument
+        instantiate({"_target_": "transferlab.backbones.mlp.MLP", "input_shape": [4],
+                     "dropout": {"_target_": "transferlab.config.validate.os.system", "command": f"touch {marker}"}})
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("model._target_=transferlab.config.validate.os.system", "resolves to posix.system"),
+    ("optimizer._target_=torch.optim.optimizer.torch.load", "resolves to torch.serialization.load"),
+    ("+callbacks.evil={_target_:transferlab.config.validate.os.system,command:'touch PWNED'}", "resolves to posix.system"),
+    ("+logger.evil={_target_:transferlab.runner.entry.os.system,command:'touch PWNED'}", "resolves to posix.system"),
+])
+def test_config_targets_are_judged_in_validation(tmp_path, override, expected):
+    from transferlab.runner.run import preflight
+
+    with pytest.raises(UserError) as err:
+        preflight(compose_cfg(SUP + [override], tmp_path))
+    assert expected in str(err.value)
+    assert not (ROOT / "PWNED").exists()
+
+
+def _stored_config(tmp_path: Path) -> dict:
+    return OmegaConf.to_container(compose_cfg(SUP, tmp_path / "run"), resolve=True)
+
+
+def _attack(config: dict, kind: str, marker: Path) -> dict:
+    sh = {"command": f"touch {marker}"}
+    if kind == "model_reaches_os_system":
+        config["model"] = {"_target_": "transferlab.config.validate.os.system", **sh}
+    elif kind == "model_reaches_torch_load":
+        config["model"] = {"_target_": "torch.optim.optimizer.torch.load", "f": str(marker)}
+    elif kind == "nested_target":
+        config["model"]["dropout"] = {"_target_": "transferlab.config.validate.os.system", **sh}
+    elif kind == "args_key":
+        config["model"]["_args_"] = [f"touch {marker}"]
+    elif kind == "allowed_function_not_a_task":
+        config["task"] = {"_target_": "transferlab.utils.io.atomic_write_text", "path": str(marker), "text": "x"}
+    elif kind == "optimizer_reaches_torch_save":
+        config["optimizer"] = {"_target_": "torch.optim.optimizer.torch.save", "obj": 1, "f": str(marker)}
+    elif kind == "scheduler_reaches_os_system":
+        config["scheduler"] = {"_target_": "transferlab.runner.entry.os.system", "_partial_": False, **sh}
+    elif kind == "data_reaches_os_system":
+        config["data"] = {"_target_": "transferlab.distributed.launch.os.system", **sh}
+    elif kind == "widened_allowlist":
+        config["allowed_targets"] = ["os.", "posix."]
+        config["model"] = {"_target_": "os.system", **sh}
+    elif kind == "interpolation":
+        config["model"]["hidden"] = "${oc.env:HOME}"
+    elif kind == "peft_reaches_builtin":
+        config["peft"] = {"_target_": "transferlab.adaptation.base.nn.Module"}
+    return config
+
+
+ATTACKS = [
+    ("model_reaches_os_system", "resolves to posix.system"),
+    ("model_reaches_torch_load", "resolves to torch.serialization.load"),
+    ("nested_target", "stored config key model.dropout._target_ is refused"),
+    ("args_key", "stored config key model._args_ is refused"),
+    ("allowed_function_not_a_task", "is not a pytorch_lightning.LightningModule"),
+    ("optimizer_reaches_torch_save", "resolves to torch.serialization.save"),
+    ("scheduler_reaches_os_system", "resolves to posix.system"),
+    ("data_reaches_os_system", "resolves to posix.system"),
+    ("widened_allowlist", "targets must start with one of ['transferlab."),
+    ("interpolation", "no interpolation from a file"),
+    ("peft_reaches_builtin", "resolves to torch.nn.modules.module.Module"),
+]
+
+
+@pytest.mark.parametrize("kind,expected", ATTACKS, ids=[a[0] for a in ATTACKS])
+@pytest.mark.parametrize("path", ["restore_task", "restore_backbone"])
+def test_checkpoint_config_attack_is_refused(tmp_path, kind, expected, path):
+    """eval, generate, export (restore_task) and knn (restore_backbone) rebuild through these two functions."""
+    from transferlab.config.instantiate import DEFAULT_ALLOWED
+    from transferlab.runner import restore
+
+    marker = tmp_path / "pwned"
+    config = _attack(_stored_config(tmp_path), kind, marker)
+    if path == "restore_backbone" and kind in ("allowed_function_not_a_task", "optimizer_reaches_torch_save",
+                                               "scheduler_reaches_os_system", "peft_reaches_builtin"):
+        pytest.skip("restore_backbone reads only the model (and data) sections")
+    file = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": config}}, file)
+    with pytest.raises(UserError) as err:
+        getattr(restore, path)(file, list(DEFAULT_ALLOWED))
+    message = str(err.value)
+    assert expected in message and "\n" not in message, message
+    assert not marker.exists()
+
+
+def test_adapter_file_config_goes_through_the_same_gate(tmp_path):
+    from transferlab.adaptation.artifact import FORMAT
+    from transferlab.config.instantiate import DEFAULT_ALLOWED
+    from transferlab.runner.restore import restore_task
+
+    marker = tmp_path / "pwned"
+    config = _attack(_stored_config(tmp_path), "model_reaches_os_system", marker)
+    file = tmp_path / "adapter.pt"
+    torch.save({"format": FORMAT, "config": config, "adapter": {}}, file)
+    with pytest.raises(UserError, match="resolves to posix.system"):
+        restore_task(file, list(DEFAULT_ALLOWED))
+    assert not marker.exists()
+
+
+def test_export_ignores_the_checkpoints_own_allowlist(tmp_path):
+    from transferlab.export import export
+
+    marker = tmp_path / "pwned"
+    config = _attack(_stored_config(tmp_path), "widened_allowlist", marker)
+    file = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": config}}, file)
+    with pytest.raises(UserError, match="a checkpoint never widens allowed_targets"):
+        export(str(file), ["transferlab.", "torch.optim."])
+    assert not marker.exists()
+
+
+def test_a_good_stored_config_passes_the_schema(tmp_path):
+    from transferlab.config.instantiate import DEFAULT_ALLOWED
+    from transferlab.runner.restore import MODEL_SECTIONS, check_stored_config
+
+    check_stored_config(_stored_config(tmp_path), MODEL_SECTIONS + ("data",), DEFAULT_ALLOWED, tmp_path / "x.ckpt")
+
+
+def test_nan_normalization_in_a_checkpoint_is_refused(tmp_path):
+    from transferlab.errors import CheckpointError
+    from transferlab.runner.build import build_datamodule
+    from transferlab.runner.restore import restore_datamodule_state
+
+    dm = build_datamodule(compose_cfg(SUP, tmp_path))
+    ckpt = {type(dm).__qualname__: {"normalization": [torch.tensor([0.0, float("nan")]), torch.tensor([1.0, 1.0])]}}
+    with pytest.raises(CheckpointError, match=r"normalization\[0\] is not finite"):
+        restore_datamodule_state(dm, ckpt, "x.ckpt")
+    restore_datamodule_state(dm, {type(dm).__qualname__: {"normalization": [0.5, 2.0]}}, "x.ckpt")
+    assert dm.normalization == (0.5, 2.0)
+
+
+def _cli(*args: str, env: dict | None = None, module: str = "transferlab.train", timeout: float = 180):
+    full = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
+    return run([sys.executable, "-m", module, *args], timeout=timeout, cwd=ROOT, env=full)
+
+
+def test_hydra_callbacks_from_the_command_line_go_through_the_gate(tmp_path):
+    marker = tmp_path / "pwned"
+    r = _cli(f"+hydra.callbacks.evil={{_target_:transferlab.config.validate.os.system,command:'touch {marker}'}}",
+             f"hydra.run.dir={tmp_path / 'run'}", "task=supervised")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "resolves to posix.system" in r.stderr
+    assert not marker.exists() and not (tmp_path / "run").exists()  # refused before Hydra wrote anything
+
+
+# -- 2. secrets never touch disk ----------------------------------------------------------------------
+
+SECRET_ARGS = [
+    ("+logger.wandb.api_key=abc123def456", "logger.wandb.api_key: a literal secret", "${oc.env:WANDB_API_KEY}"),
+    ("+logger.wandb={api_key:abc123def456}", "logger.wandb.api_key: a literal secret", "${oc.env:"),
+    ("+token=abc123def456", "token: a literal secret", "token='${oc.env:TOKEN}'"),
+    ("+hub.hf_token=hf_abcdefgh", "hub.hf_token: a literal secret", "${oc.env:HF_TOKEN}"),
+    ("+db.password=hunter2hunter2", "db.password: a literal secret", "${oc.env:PASSWORD}"),
+    ("+aws.secret_access_key=AKIAxyz", None, None),  # not a key name we mask (see below): allowed
+    ("+logger.wandb.api_key=aaaaaaaa,bbbbbbbb", "logger.wandb.api_key: a literal secret", "${oc.env:"),
+    ("+x.list=[1,{auth_token:abcdefgh}]", "x.list[1].auth_token: a literal secret", "${oc.env:"),
+    ("+note=my-env-secret-value", "note: the override holds the value of a secret environment variable", "${oc.env:NAME}"),
+    ("+logger.wandb.api_key=${oc.env:WANDB_API_KEY}", None, None),
+    ("+tokenizer.pad_token=[PAD]", None, None),
+    ("+logger.wandb.api_key=null", None, None),
+]
+
+
+@pytest.mark.parametrize("arg,expected,hint", SECRET_ARGS, ids=[a[0][:40] for a in SECRET_ARGS])
+def test_literal_secret_on_the_command_line_is_refused(monkeypatch, arg, expected, hint):
+    from transferlab.runner.cli_guard import check_command_line
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "my-env-secret-value")
+    if expected is None:
+        if "secret_access_key" in arg:  # secret_access_key ends in access_key: refused after all
+            with pytest.raises(UserError, match="a literal secret"):
+                check_command_line([arg])
+            return
+        check_command_line([arg])
+        return
+    with pytest.raises(UserError) as err:
+        check_command_line(["task=supervised", arg])
+    message = str(err.value)
+    assert message.startswith(expected) and hint in message and "\n" not in message, message
+    assert "abc123def456" not in message and "my-env-secret-value" not in message
+
+
+def test_secret_refused_before_hydra_writes_and_masked_when_in_a_config_file(tmp_path):
+    r = _cli("+logger.wandb.api_key=abc123def456", f"hydra.run.dir={tmp_path / 'cli'}")
+    assert r.returncode == 2 and r.stderr.startswith("error: logger.wandb.api_key: a literal secret"), r.stderr
+    assert "${oc.env:WANDB_API_KEY}" in r.stderr and not (tmp_path / "cli").exists()
+    # a secret in a config file: masked in .hydra/ at job start, even though validation then fails
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "leak.yaml").write_text("# @package _global_\nservice:\n  api_key: s3cr3t-from-a-file\n")
+    r = _cli("-cd", str(tmp_path / "conf"), "experiment=leak", "task=supervised", "optimizer.lr=-1",
+             f"hydra.run.dir={tmp_path / 'file'}")
+    assert r.returncode == 2 and "optimizer.lr=-1 is invalid" in r.stderr, r.stderr
+    written = [p for p in (tmp_path / "file").rglob("*") if p.is_file()]
+    assert any(p.name == "config.yaml" for p in written)
+    assert not [p for p in written if "s3cr3t-from-a-file" in p.read_text(errors="ignore")]
+
+
+# -- 3. no run is lost --------------------------------------------------------------------------------
+
+def test_finished_run_folder_is_refused_unless_resume_or_overwrite(tmp_path):
+    from transferlab.runner.run_folder import claim, release
+
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(UserError, match="already holds a run .metrics.json.: rerun with resume=auto"):
+        claim(compose_cfg(SUP, tmp_path), tmp_path)
+    claim(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
+    assert not (tmp_path / "metrics.json").exists() and (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    release(tmp_path)
+    assert not (tmp_path / ".lock").exists()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(UserError, match="checkpoints/last.ckpt"):
+        claim(compose_cfg(SUP, tmp_path), tmp_path)
+
+
+def test_finetune_may_not_write_into_its_pretrained_folder(tmp_path):
+    from transferlab.runner.run_folder import claim
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    for pretrained in (tmp_path, tmp_path / "checkpoints" / "last.ckpt"):
+        cfg = compose_cfg(["task=finetune", "model=mlp", "data=digits", f"task.pretrained={pretrained}", "overwrite=true"], tmp_path)
+        with pytest.raises(UserError, match="a checkpoint outside this run's folder"):
+            claim(cfg, tmp_path)
+
+
+def test_lock_keeps_a_second_live_run_out_and_takes_over_a_dead_ones(tmp_path):
+    import subprocess
+
+    from transferlab.runner.run_folder import claim, release
+
+    with started([sys.executable, "-c", "import time; time.sleep(60)"]) as holder:
+        (tmp_path / ".lock").write_text(f"{holder.pid}\n")
+        with pytest.raises(UserError) as err:
+            claim(compose_cfg(SUP, tmp_path), tmp_path)
+        assert f"in use by another live run (PID {holder.pid}" in str(err.value)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    dead.wait(timeout=30)
+    (tmp_path / ".lock").write_text(f"{dead.pid}\n")  # a stale lock: its process is gone
+    claim(compose_cfg(SUP, tmp_path), tmp_path)
+    assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    release(tmp_path)
+
+
+def test_resume_auto_refuses_a_changed_experiment(tmp_path):
+    from transferlab.runner.run_folder import check_resume_matches
+    from transferlab.tracking.redact import redact
+
+    stored = redact(OmegaConf.to_container(compose_cfg(SUP + ["resume=auto"], tmp_path), resolve=True))
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": stored}}, tmp_path / "checkpoints" / "last.ckpt")
+    check_resume_matches(compose_cfg(SUP + ["resume=auto", "data.num_workers=0"], tmp_path), tmp_path)  # same experiment
+    for override, fragment in (("seed=1", "seed: 0 -> 1"), ("model.hidden=7", "model.hidden: 256 -> 7"),
+                               ("data.classes=[0,1]", "data.classes: None -> [0, 1]")):
+        with pytest.raises(UserError) as err:
+            check_resume_matches(compose_cfg(SUP + ["resume=auto", override], tmp_path), tmp_path)
+        assert fragment in str(err.value) and "resume_force=true" in str(err.value), str(err.value)
+    check_resume_matches(compose_cfg(SUP + ["resume=auto", "seed=1", "resume_force=true"], tmp_path), tmp_path)
+
+
+# -- 5. stray temporary files, disk full, Ctrl-C ------------------------------------------------------
+
+def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+
+    from transferlab.utils.io import remove_stale_tmp
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    dead.wait(timeout=30)
+    (tmp_path / "checkpoints").mkdir()
+    stale = tmp_path / "checkpoints" / f".last.ckpt.{dead.pid}.tmp"
+    live = tmp_path / "checkpoints" / f".last.ckpt.{os.getpid()}.tmp"
+    other = tmp_path / "checkpoints" / "notes.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"half a checkpoint")
+    assert remove_stale_tmp(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_disk_full_is_one_line(capsys):
+    import errno
+
+    from transferlab.runner.entry import report_user_errors
+
+    def save():
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints/last.ckpt")
+
+    with pytest.raises(SystemExit) as code:
+        report_user_errors(save)()
+    err = capsys.readouterr().err
+    assert code.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: disk full while writing /runs/x/checkpoints/last.ckpt (No space left on device)")
+
+
+def test_single_ctrl_c_saves_like_sigterm_and_says_how_to_resume(tmp_path, capsys):
+    from transferlab.runner import entry
+    from transferlab.runner.run import train
+
+    cfg = compose_cfg(SUP + ["trainer.enable_progress_bar=false", "trainer.max_epochs=3", "trainer.limit_train_batches=4",
+                             "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                             "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
+                             "+callbacks.ctrl_c._target_=fault_helpers.SendSignal", "+callbacks.ctrl_c.at_step=2",
+                             f"+callbacks.ctrl_c.signum={int(signal.SIGINT)}"], tmp_path)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        entry.install_ctrl_c_handler()
+        with pytest.raises(SystemExit) as code:
+            entry.report_user_errors(train)(cfg)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        entry.INTERRUPTED["by_user"] = False
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code.value.code == 130
+    assert len(err) == 1 and err[0].startswith("error: interrupted (Ctrl-C) at step 2: checkpoint saved in"), err
+    assert "rerun with resume=auto" in err[0]
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
