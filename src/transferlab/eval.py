@@ -72,7 +72,9 @@ def restore_callback_states(task: Any, checkpoint: dict[str, Any]) -> None:
 @hydra_entry("eval")
 def main(cfg: DictConfig) -> float | None:
     summary = evaluate(cfg)
-    print(" ".join(f"{k}={v:.4f}" for k, v in summary.items() if k.startswith("test") and isinstance(v, float)), flush=True)
+    from transferlab.runner.run import report_result
+
+    report_result(summary, Path(str(cfg.paths.output_dir)))
     return summary.get("test/acc")
 
 
