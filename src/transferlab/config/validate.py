@@ -102,9 +102,26 @@ def check_paths(cfg: DictConfig) -> None:
             raise ConfigError(key, value, "an existing checkpoint file or run folder" + (" (or 'auto')" if key == "resume" else ""))
 
 
+def check_root_typos(cfg: DictConfig) -> None:
+    """A root key that is not a known one but is close to one (`+resume_forse=true`) is a typo, not a new key."""
+    import difflib
+
+    from transferlab.config.schema import SCHEMA
+
+    known = {k for k in SCHEMA if "." not in k} | set(TARGET_GROUPS) | {"callbacks", "logger", "paths"}
+    for key in cfg.keys():
+        key = str(key)
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.85)
+        if close:
+            raise ConfigError(key, cfg.get(key), f"not a config key: did you mean '{close[0]}'?")
+
+
 def validate_config_only(cfg: DictConfig) -> None:
     """Pass 1: what the config alone shows (imports neither torch nor any target)."""
     check_resolves(cfg)
+    check_root_typos(cfg)
     check_schema(cfg)
     check_targets(cfg, tuple(cfg.get("allowed_targets") or ()))
     check_cpu_devices(cfg)

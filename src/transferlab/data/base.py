@@ -4,6 +4,7 @@ Subclasses only say where the arrays come from (`load_arrays`); class subsets, t
 split, k-shot / fraction subsets and normalization are decided here, once, for all of them.
 """
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,8 +123,19 @@ class ArrayDataModule(pl.LightningDataModule):
         self._ready = True
 
     def state_dict(self) -> dict:
-        """Saved in every checkpoint, so eval normalizes exactly as training did."""
-        return {"normalization": list(self.normalization) if self.normalization else None}
+        """Saved in every checkpoint, so eval normalizes exactly as training did, and `predict`/`serve`/
+        `export` apply the model to new inputs without the training data (`preprocessing`)."""
+        state: dict = {"normalization": list(self.normalization) if self.normalization else None}
+        if self._ready:
+            state["preprocessing"] = self.preprocessing()
+        return state
+
+    def preprocessing(self) -> dict:
+        """Plain containers describing how raw inputs become model inputs: the data spec (shape, label
+        names, special ids) and the normalization; subclasses add what their inputs need."""
+        spec = dataclasses.asdict(self.spec)
+        spec = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+        return {"version": 1, "spec": spec, "normalization": list(self.normalization) if self.normalization else None}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("normalization") and not self._ready:

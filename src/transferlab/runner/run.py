@@ -1,5 +1,6 @@
 """A run of `python -m transferlab.train`: validate, keep secrets out of its files, then one stage or a pipeline."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,19 @@ def preflight(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Validate every stage before any trains, run, and return the optimized metric (for sweepers)."""
-    preflight(cfg)
     out = Path(str(cfg.paths.output_dir))
-    apply_extras(cfg, out)
-    from transferlab.runner.run_folder import claim, release
+    from transferlab.runner.run_folder import check_resume_matches, claim, clear_for_overwrite, release
     from transferlab.tracking.redact import install_log_filter, redact_files
 
     install_log_filter()
     redact_files(out)
-    claim(cfg, out, pipeline=is_pipeline(cfg))
+    claim(cfg, out, pipeline=is_pipeline(cfg))  # before validation: a finished run folder is refused in a second
     try:
+        preflight(cfg)
+        clear_for_overwrite(cfg, out)
+        apply_extras(cfg, out)
+        if not is_pipeline(cfg) and os.environ.get("LOCAL_RANK", "0") in ("", "0"):
+            check_resume_matches(cfg, out)
         if is_pipeline(cfg):
             from transferlab.runner.pipeline import run_pipeline
 
