@@ -222,8 +222,12 @@ def test_failed_job_returns_the_worst_value_for_the_direction(tmp_path, directio
         assert sweep_job(lambda _: None)(cfg) == worst  # optimized_metric missing from metrics.json
         assert json.loads((tmp_path / "error.json").read_text())["reason"] == "metric"
 
-        (tmp_path / "error.json").unlink()
+        assert (tmp_path / "error.json").is_file()  # a rerun that succeeds supersedes the earlier failure
         assert sweep_job(lambda _: 0.5)(cfg) == 0.5 and not (tmp_path / "error.json").exists()
+        (tmp_path / "metrics.json").write_text('{"test/acc": 0.5}')
+        from transferlab.analysis.runs import load_runs
+
+        assert [r.status for r in load_runs([tmp_path])] == ["ok"]
     finally:
         HydraConfig.instance().cfg = None
     with pytest.raises(TrainingDiverged):  # a single run keeps its error (one line + exit code from the CLI)

@@ -6,6 +6,7 @@ split, k-shot / fraction subsets and normalization are decided here, once, for a
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -28,6 +29,11 @@ class ArrayDataModule(pl.LightningDataModule):
     """Train/val/test tensors held in memory; deterministic per `split_seed`."""
 
     modality = "image"
+
+    @classmethod
+    def configured_modality(cls, node: Any) -> str:
+        """The modality a data config will have, read from the config alone (pre-flight: no data built)."""
+        return cls.modality
 
     def __init__(
         self,

@@ -154,6 +154,10 @@ def _label_name(v: Any) -> str:
 class TableDataModule(HeldOutTestSplit, TextDataModule):
     """Text (with `text_column`) or tabular features (F,) from a table file; see the module docstring."""
 
+    @classmethod
+    def configured_modality(cls, node: Any) -> str:
+        return "text" if node.get("text_column") else "tabular"
+
     def __init__(self, path: str | None = None, label_column: str = "label", text_column: str | None = None,
                  feature_columns: Sequence[str] | None = None, test_path: str | None = None,
                  normalize: bool = True, **kwargs: Any):
