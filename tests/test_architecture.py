@@ -93,6 +93,7 @@ def test_data_and_backbones_import_no_task_runner_or_entry_point(part):
     ("transferlab.adaptation", ("transferlab.runner", "transferlab.tasks")),
     ("transferlab.config", ("transferlab.runner", "transferlab.tasks")),
     ("transferlab.analysis", ("transferlab.runner", "transferlab.tasks", "transferlab.callbacks")),
+    ("transferlab.inference", ("transferlab.runner", "transferlab.tasks", "transferlab.callbacks")),
     ("transferlab.inspection", ("transferlab.runner", "transferlab.tasks", "transferlab.callbacks", "transferlab.analysis")),
 ])
 def test_dependencies_point_one_way(layer, forbidden):
@@ -140,8 +141,8 @@ def test_checkpoint_from_the_previous_layout_evaluates_exactly(tmp_path, name):
     """Written at commit tests/fixtures/pre_move/COMMIT (before the package moved into folders)."""
     from transferlab.eval import evaluate
 
-    cfg = compose_cfg([f"ckpt_path={FIXTURES / (name + '.ckpt')}", "data.classes=[0,1,2]",
-                       "trainer.enable_progress_bar=false"], tmp_path, config_name="eval")
+    cfg = compose_cfg([f"ckpt_path={FIXTURES / (name + '.ckpt')}", "trainer.enable_progress_bar=false"],
+                      tmp_path, config_name="eval")  # the data config stored in the file
     summary = evaluate(cfg)
     expected = json.loads((FIXTURES / f"{name}.metrics.json").read_text())
     assert {k: summary[k] for k in expected} == expected

@@ -50,6 +50,63 @@ CONFIG_ROWS = [
     ("target_outside_allowlist", SUP + ["model._target_=os.system"], ["model._target_='os.system'", "allowed_targets"]),
     ("pretrained_missing", ["task=finetune", "task.pretrained=/nonexistent/run"], ["task.pretrained='/nonexistent/run'", "existing"]),
     ("resume_missing", SUP + ["resume=/nonexistent.ckpt"], ["resume='/nonexistent.ckpt'", "or 'auto'"]),
+    # ranges and shapes a tired user gets wrong (issue 16)
+    ("seed_negative", SUP + ["seed=-1"], ["seed=-1", "an integer in [0, 4294967295]"]),
+    ("seed_too_large", SUP + ["seed=4294967296"], ["seed=4294967296", "[0, 4294967295]"]),
+    ("max_epochs_zero", SUP + ["trainer.max_epochs=0"], ["trainer.max_epochs=0", "an integer > 0"]),
+    ("max_steps_zero", SUP + ["trainer.max_steps=0"], ["trainer.max_steps=0", "> 0"]),
+    ("limit_train_zero", SUP + ["trainer.limit_train_batches=0"], ["trainer.limit_train_batches=0", "a number > 0"]),
+    ("classes_empty", SUP + ["data.classes=[]"], ["data.classes=[]", "at least two class ids"]),
+    ("classes_single", SUP + ["data.classes=[3]"], ["data.classes=[3]", "at least two class ids"]),
+    ("classes_duplicate", SUP + ["data.classes=[1,1]"], ["data.classes=[1, 1]", "distinct class ids"]),
+    ("betas_one", SUP + ["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9]", "a list of two numbers"]),
+    ("betas_three", SUP + ["optimizer.betas=[0.9,0.99,0.999]"], ["optimizer.betas=[0.9, 0.99, 0.999]", "two numbers"]),
+    ("lr_inf", SUP + ["optimizer.lr=inf"], ["optimizer.lr=inf", "a number > 0"]),
+    ("lr_nan", SUP + ["optimizer.lr=nan"], ["optimizer.lr=nan", "a number > 0"]),
+    ("weight_decay_negative", SUP + ["optimizer.weight_decay=-1"], ["optimizer.weight_decay=-1", ">= 0"]),
+    ("momentum", SUP + ["optimizer=sgd", "optimizer.momentum=1.5"], ["optimizer.momentum=1.5", "[0, 1)"]),
+    ("layer_decay_zero", SUP + ["optimizer.layer_decay=0"], ["optimizer.layer_decay=0", "(0, 1]"]),
+    ("label_smoothing_one", SUP + ["task.label_smoothing=1.0"], ["task.label_smoothing=1.0", "[0, 1)"]),
+    ("head_dropout_one", SUP + ["task.head_dropout=1"], ["task.head_dropout=1", "[0, 1)"]),
+    ("monitor_mode", SUP + ["task.monitor_mode=up"], ["task.monitor_mode='up'", "['min', 'max']"]),
+    ("batch_negative", SUP + ["data.batch_size=-4"], ["data.batch_size=-4", "an integer > 0"]),
+    ("eval_batch_zero", SUP + ["data.eval_batch_size=0"], ["data.eval_batch_size=0", "> 0"]),
+    ("val_fraction_negative", SUP + ["data.val_fraction=-0.1"], ["data.val_fraction=-0.1", "[0, 1)"]),
+    ("fraction_zero", SUP + ["data.fraction=0"], ["data.fraction=0", "(0, 1]"]),
+    ("workers_negative", SUP + ["data.num_workers=-1"], ["data.num_workers=-1", ">= 0"]),
+    ("dropout_negative", SUP + ["model.dropout=-0.1"], ["model.dropout=-0.1", "[0, 1)"]),
+    ("pool", SUP + ["model=transformer", "model.pool=max"], ["model.pool='max'", "'cls', 'mean'"]),
+    ("devices_zero", SUP + ["trainer.devices=0"], ["trainer.devices=0", "> 0"]),
+    ("precision_word", SUP + ["trainer.precision=fp8"], ["trainer.precision='fp8'", "'bf16-mixed'"]),
+    ("accelerator", SUP + ["trainer.accelerator=quantum"], ["trainer.accelerator='quantum'", "'cpu', 'gpu'"]),
+    ("accumulate_zero", SUP + ["trainer.accumulate_grad_batches=0"], ["trainer.accumulate_grad_batches=0", "> 0"]),
+    ("clip_negative", SUP + ["trainer.gradient_clip_val=-1"], ["trainer.gradient_clip_val=-1", ">= 0"]),
+    ("val_every_zero", SUP + ["trainer.check_val_every_n_epoch=0"], ["trainer.check_val_every_n_epoch=0", "> 0"]),
+    ("log_every_zero", SUP + ["trainer.log_every_n_steps=0"], ["trainer.log_every_n_steps=0", "> 0"]),
+    ("sanity_steps", SUP + ["trainer.num_sanity_val_steps=-2"], ["trainer.num_sanity_val_steps=-2", "(or -1)"]),
+    ("min_epochs_negative", SUP + ["trainer.min_epochs=-1"], ["trainer.min_epochs=-1", ">= 0"]),
+    ("min_lr_ratio", SUP + ["scheduler.min_lr_ratio=2"], ["scheduler.min_lr_ratio=2", "[0, 1]"]),
+    ("warmup_steps_negative", SUP + ["scheduler.warmup_steps=-1"], ["scheduler.warmup_steps=-1", ">= 0"]),
+    ("lora_rank_zero", ["task=finetune", "model=transformer", "peft=lora", "peft.r=0"], ["peft.r=0", "an integer > 0"]),
+    ("overwrite_not_bool", SUP + ["overwrite=maybe"], ["overwrite='maybe'", "true or false"]),
+    ("resume_force_not_bool", SUP + ["resume_force=1"], ["resume_force=1", "true or false"]),
+    ("allowed_targets_string", SUP + ["allowed_targets=transferlab."], ["allowed_targets='transferlab.'", "a list of strings"]),
+    # unknown keys in every node, `_target_` or not
+    ("scheduler_typo", SUP + ["+scheduler.warmup_stepz=3"], ["scheduler.warmup_stepz=3", "did you mean 'warmup_steps'"]),
+    ("callback_typo", SUP + ["+callbacks.fault_tolerance.every_n_train_stepz=3"],
+     ["callbacks.fault_tolerance.every_n_train_stepz=3", "did you mean 'every_n_train_steps'"]),
+    ("logger_typo", SUP + ["+logger.csv.nme=x"], ["logger.csv.nme='x'", "did you mean 'name'"]),
+    ("task_monitor_typo", SUP + ["+task.monitr=val/acc"], ["task.monitr='val/acc'", "did you mean 'monitor'"]),
+    ("callback_not_a_config", SUP + ["+callbacks.foo=1"], ["callbacks.foo=1", "a callbacks config with a _target_"]),
+    ("root_typo", SUP + ["resume=auto", "+resume_forse=true"], ["resume_forse=True", "did you mean 'resume_force'"]),
+    # targets judged by what they resolve to
+    ("disguised_os_system", SUP + ["model._target_=transferlab.config.validate.os.system"],
+     ["model._target_='transferlab.config.validate.os.system'", "resolves to posix.system"]),
+    ("disguised_torch_load", SUP + ["optimizer._target_=torch.optim.optimizer.torch.load"],
+     ["optimizer._target_='torch.optim.optimizer.torch.load'", "resolves to torch.serialization.load"]),
+    ("target_is_a_module", SUP + ["model._target_=transferlab.backbones"], ["model._target_='transferlab.backbones'", "not a module"]),
+    ("callback_outside_allowlist", SUP + ["+callbacks.x._target_=subprocess.Popen"],
+     ["callbacks.x._target_='subprocess.Popen'", "allowed_targets"]),
     # pipeline: later stages' mistakes are found before the first stage trains
     ("pipeline_k_shot_too_large", ["task.target.labels_per_class=100000"],
      ["data.labels_per_class=100000", "at most", "stage 'finetune'"]),
@@ -76,6 +133,12 @@ OVERRIDE_ROWS = [
     ("unknown_option", ["model=resnet"], ["model=resnet is not an option of group 'model'", "cnn, ", "transformer"]),
     ("bad_syntax", ["optimizer.lr=["], ["'optimizer.lr=['", "not valid override syntax"]),
     ("append_existing", ["+optimizer.lr=1"], ["An item is already at 'optimizer.lr'"]),
+    ("unknown_peft", ["peft=qlora"], ["peft=qlora is not an option of group 'peft'", "lora"]),
+    ("unknown_data", ["data=nope"], ["data=nope is not an option of group 'data'", "mnist1d"]),
+    ("delete_missing", ["~nokey"], ["Could not delete from config. 'nokey' does not exist."]),
+    ("no_value", ["trainer.max_epochs"], ["'trainer.max_epochs' is not valid override syntax"]),
+    ("unclosed_interpolation", ["hydra.run.dir=${x"], ["'hydra.run.dir=${x' is not valid override syntax"]),
+    ("append_existing_root", ["+seed=3"], ["An item is already at 'seed'", "'++seed=3'"]),
 ]
 
 
@@ -211,6 +274,48 @@ def test_checkpoint_config_cannot_instantiate_outside_allowlist(tmp_path):
     assert "allowed_targets" in str(err.value)
 
 
+def _resume_file(tmp_path: Path, kind: str) -> Path:
+    import torch
+    from omegaconf import OmegaConf
+
+    path = tmp_path / "given.ckpt"
+    if kind == "zero_byte":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not a checkpoint\n")
+    elif kind == "truncated":
+        torch.save({"state_dict": {"w": torch.zeros(1000)}, "optimizer_states": []}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    elif kind == "weights_only":
+        torch.save({"state_dict": {"w": torch.zeros(3)}}, path)
+    elif kind == "other_width":
+        stored = OmegaConf.to_container(compose_cfg(SUP + ["model=mlp", "model.hidden=32"], tmp_path), resolve=True)
+        torch.save({"state_dict": {}, "optimizer_states": [], "hyper_parameters": {"config": stored}}, path)
+    return path
+
+
+RESUME_ROWS = [
+    ("zero_byte", ["given.ckpt", "is not a readable checkpoint"]),
+    ("text", ["given.ckpt", "is not a readable checkpoint"]),
+    ("truncated", ["given.ckpt", "is not a readable checkpoint"]),
+    ("weights_only", ["is not a training checkpoint (no optimizer state)", "task.pretrained"]),
+    ("other_width", ["differs from the checkpoint", "model.hidden: 32 -> 256", "resume_force=true"]),
+]
+
+
+@pytest.mark.parametrize("kind,expected", RESUME_ROWS, ids=[r[0] for r in RESUME_ROWS])
+def test_bad_resume_checkpoint_is_one_line(tmp_path, kind, expected):
+    from transferlab.runner.run_folder import check_resume_matches
+
+    path = _resume_file(tmp_path, kind)
+    with pytest.raises(UserError) as err:
+        check_resume_matches(compose_cfg(SUP + ["model=mlp", f"resume={path}"], tmp_path / "run"), tmp_path / "run")
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in expected:
+        assert fragment in message, message
+
+
 # -- user data files ------------------------------------------------------------------------------
 
 DATA_ROWS = [
@@ -221,6 +326,22 @@ DATA_ROWS = [
     ("wrong_format", "data.xlsx", "x1,label\n1,a\n", ["a file ending in one of"]),
     ("bad_json_line", "data.jsonl", '{"x1": 1, "label": "a"}\n{"x1": 2, "label": \n', ["line 2 is not JSON"]),
     ("missing_file", None, None, ["no such file"]),
+    ("text_cell_in_numeric_column", "data.csv", "x1,x2,label\n1,2,a\n3,abc,b\n5,6,a\n",
+     ["column 'x2' row 2: 'abc' is not a number", "data.feature_columns"]),
+    ("duplicate_column", "data.csv", "x1,x1,label\n1,2,a\n3,4,b\n", ["column name 'x1' appears twice in the header (columns 1 and 2)"]),
+    ("inf_cell", "data.csv", "x1,x2,label\n1,2,a\n3,inf,b\n", ["column 'x2' row 2: 'inf' is not a finite number"]),
+    ("negative_inf_cell", "data.csv", "x1,label\n-inf,a\n3,b\n", ["column 'x1' row 1: '-inf' is not a finite number"]),
+    ("ragged_long_row", "data.csv", "x1,x2,label\n1,2,a\n3,4,b,9\n", ["line 3 has 4 cells, the header has 3"]),
+    ("ragged_short_row", "data.csv", "x1,x2,label\n1,2,a\n3,b\n", ["line 3 has 2 cells, the header has 3"]),
+    ("binary_file", "data.csv", bytes(range(256)) * 8, ["not a UTF-8 text file"]),
+    ("nul_byte_in_cell", "data.csv", "x1,label\n1\x00,a\n3,b\n", ["column 'x1' row 1: '1\\x00' is not a number"]),
+    ("missing_feature", "data.csv", "x1,x2,label\n1,,a\n3,4,b\n", ["column 'x2' has 1 missing value(s)"]),
+    ("missing_label", "data.csv", "x1,label\n1,a\n3,\n", ["column 'label' has 1 missing label(s)"]),
+    ("label_only", "data.csv", "label\na\nb\n", ["no numeric feature column besides the label"]),
+    ("json_scalar", "data.json", "5", ["a JSON file must hold a list of row objects"]),
+    ("json_invalid", "data.json", "[{\"x1\": 1,", ["not valid JSON"]),
+    ("jsonl_row_not_object", "data.jsonl", '{"x1": 1, "label": "a"}\n[1, 2]\n', ["row 2 is a list, not an object"]),
+    ("tsv_duplicate_column", "data.tsv", "a\ta\tlabel\n1\t2\tx\n", ["column name 'a' appears twice"]),
 ]
 
 
@@ -230,7 +351,9 @@ def test_bad_data_file(tmp_path, name, content, expected):
     from transferlab.runner.build import build_datamodule
 
     path = tmp_path / (name or "absent.csv")
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     cfg = compose_cfg(SUP + ["data=csv", "model=mlp", f"data.path={path}"], tmp_path)
     with pytest.raises(UserError) as err:

@@ -138,3 +138,25 @@ def test_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main([str(tmp_path)]) == 2
     assert "no run folders" in capsys.readouterr().err
+
+
+def test_many_differing_keys_nan_runs_unknown_sort_and_a_constant_x(tmp_path, capsys):
+    """`compare outputs/<day>/*/`: runs differing in many keys, every one 100 % trainable, one NaN."""
+    root = tmp_path / "day"
+    keys = ["data.labels_per_class", "model", "optimizer.lr", "trainer.max_epochs", "task", "peft", "data.classes"]
+    for i in range(9):
+        over = [f"{k}={v}" for k, v in zip(keys[: 2 + i % 6], ["5", "cnn", "0.01", "3", "supervised", "full", "[5,6,7,8,9]"])]
+        over.append(f"task.pretrained=/very/long/path/outputs/2026-12-0{i % 3 + 1}/10-2{i}-00-123456/pretrain")
+        make_run(root / f"10-2{i}", over, metrics(0.5 + 0.03 * i, 100.0))
+    make_run(root / "10-29", ["model=mlp"], {**metrics(0.1, 100.0), "test/acc": "nan"})
+    assert main([str(root), "sort=test/acc"]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0].split(" | ")
+    assert len(header) <= 12 and "overrides" in out.splitlines()[0], header  # grouped, not 30 columns
+    assert "…/10-20-00-123456/pretrain" in out and "/very/long/path" not in out
+    nan_row = next(line for line in out.splitlines() if line.startswith("| 10-29 "))
+    assert "| failed |" in nan_row and "test/acc not finite" in nan_row
+    assert main([str(root), "sort=test/accuracy"]) == 2
+    assert "sort=test/accuracy is not a metric of these runs; valid: " in capsys.readouterr().err
+    png = root / "compare.png"
+    assert png.is_file() and png.stat().st_size > 10_000  # the bar chart (x = trainable % is 100 for all)

@@ -186,3 +186,14 @@ def test_trainer_mps_selects_apple_gpus_and_refuses_other_machines(tmp_path):
     else:
         with pytest.raises(ConfigError, match="no Apple MPS device"):
             check_mps(cfg)
+
+
+def test_progress_bar_shows_the_train_loss_and_the_monitored_metric_only():
+    from types import SimpleNamespace
+
+    from transferlab.callbacks.progress import ProgressBar
+
+    trainer = SimpleNamespace(loggers=[], progress_bar_metrics={"train/loss_step": 0.7, "val/acc": 0.5, "val/f1": 0.4,
+                                                                 "val/loss": 1.2})
+    assert ProgressBar(monitor="val/acc").get_metrics(trainer, None) == {"train/loss": 0.7, "val/acc": 0.5}
+    assert compose_cfg(TINY).callbacks.progress_bar.monitor == "val/acc"  # task.monitor

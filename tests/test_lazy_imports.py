@@ -1,6 +1,6 @@
 """The default run imports no heavy optional package of its own (issue 10: start-up time).
 
-peft, wandb, optuna, datasets, tensorboard: never imported by a default run. transformers,
+peft, wandb, optuna, datasets, tensorboard: never imported by a default run; nor is the deploy extra. transformers,
 tokenizers, matplotlib: torchmetrics (inside `import pytorch_lightning`) imports them when they are
 installed, which transferlab cannot control; so for every watched package the check is that the
 run adds none beyond what `import torch, pytorch_lightning` already brought in.
@@ -16,7 +16,9 @@ import pytest
 from conftest import CONF, ROOT
 
 NEVER = ["peft", "wandb", "optuna", "datasets", "tensorboard", "tensorboardX"]
-WATCHED = NEVER + ["transformers", "tokenizers", "matplotlib", "sklearn", "pandas"]
+# the deploy extra (onnx export, the server): only `export format=onnx` and `serve` import these
+DEPLOY = ["onnx", "onnxscript", "onnxruntime", "fastapi", "uvicorn"]
+WATCHED = NEVER + DEPLOY + ["transformers", "tokenizers", "matplotlib", "sklearn", "pandas"]
 
 SCRIPT = """
 import json, sys
@@ -45,3 +47,14 @@ def test_default_run_imports_no_heavy_optional_package(tmp_path: Path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["task"] == "transfer"  # the default run really ran
     assert result["new"] == [], f"the default run imported {result['new']} (make these imports lazy)"
     assert not set(NEVER) & set(result["present"]), result["present"]
+
+
+def test_apply_modules_import_the_deploy_extra_only_when_used():
+    """predict, serve, export and the inference package import onnx / the server libraries inside the
+    functions that need them, so `predict` and `export` (merged, torch_export) run without the extra."""
+    code = ("import sys, transferlab.predict, transferlab.serve, transferlab.export, transferlab.inference.server, "
+            f"transferlab.inference.classifier, transferlab.inference.inputs\nprint(sorted(m for m in {DEPLOY!r} if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = proc_helpers.run([sys.executable, "-c", code], env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

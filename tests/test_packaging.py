@@ -3,11 +3,11 @@ a user's own config folder and package, and a wheel that runs the example projec
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import proc_helpers
 import pytest
 import tomllib
 import yaml
@@ -20,16 +20,8 @@ EXAMPLE = ROOT / "examples" / "own_project"
 
 
 def run_in_group(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """A subprocess in its own process group; the whole group is killed if it outlives `timeout`."""
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{' '.join(args[:3])} ran past {timeout} s\n{out[-2000:]}\n{err[-2000:]}")
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+    """A subprocess in its own process group; the whole group is killed if it outlives `timeout` (tests/proc_helpers.py)."""
+    return proc_helpers.run(args, cwd=cwd, env=env, timeout=timeout)
 
 
 def test_every_entry_point_has_its_console_script():
@@ -126,4 +118,6 @@ def test_wheel_installed_in_a_fresh_venv_runs_the_example_from_outside_the_repos
     assert {"path": "transferlab.conf", "schema": "pkg", "provider": "main"} in sources  # the wheel's own copy
     assert {"path": str(project / "configs"), "schema": "file", "provider": "command-line"} in sources
     assert "INFO" not in run.stdout + run.stderr and "Tip:" not in run.stdout + run.stderr  # the quiet console
+    log = (work / "run" / "train.log").read_text()
+    assert "[INFO] GPU available" in log and "Tip:" not in log  # INFO kept in the run's log file, adverts in neither
     assert not (ROOT / "src" / "transferlab.egg-info").exists() and not (ROOT / "build").exists()

@@ -260,12 +260,14 @@ def test_secret_refused_before_hydra_writes_and_masked_when_in_a_config_file(tmp
 # -- 3. no run is lost --------------------------------------------------------------------------------
 
 def test_finished_run_folder_is_refused_unless_resume_or_overwrite(tmp_path):
-    from transferlab.runner.run_folder import claim, release
+    from transferlab.runner.run_folder import claim, clear_for_overwrite, release
 
     (tmp_path / "metrics.json").write_text("{}")
     with pytest.raises(UserError, match="already holds a run .metrics.json.: rerun with resume=auto"):
         claim(compose_cfg(SUP, tmp_path), tmp_path)
     claim(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
+    assert (tmp_path / "metrics.json").exists()  # removed only once validation has passed
+    clear_for_overwrite(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
     assert not (tmp_path / "metrics.json").exists() and (tmp_path / ".lock").read_text().strip() == str(os.getpid())
     release(tmp_path)
     assert not (tmp_path / ".lock").exists()
@@ -273,6 +275,10 @@ def test_finished_run_folder_is_refused_unless_resume_or_overwrite(tmp_path):
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
     with pytest.raises(UserError, match="checkpoints/last.ckpt"):
         claim(compose_cfg(SUP, tmp_path), tmp_path)
+    claim(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
+    clear_for_overwrite(compose_cfg(SUP + ["overwrite=true"], tmp_path), tmp_path)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # replaced: the old checkpoints are gone too
+    release(tmp_path)
 
 
 def test_finetune_may_not_write_into_its_pretrained_folder(tmp_path):
@@ -310,7 +316,8 @@ def test_resume_auto_refuses_a_changed_experiment(tmp_path):
 
     stored = redact(OmegaConf.to_container(compose_cfg(SUP + ["resume=auto"], tmp_path), resolve=True))
     (tmp_path / "checkpoints").mkdir()
-    torch.save({"state_dict": {}, "hyper_parameters": {"config": stored}}, tmp_path / "checkpoints" / "last.ckpt")
+    torch.save({"state_dict": {}, "optimizer_states": [], "hyper_parameters": {"config": stored}},
+               tmp_path / "checkpoints" / "last.ckpt")
     check_resume_matches(compose_cfg(SUP + ["resume=auto", "data.num_workers=0"], tmp_path), tmp_path)  # same experiment
     for override, fragment in (("seed=1", "seed: 0 -> 1"), ("model.hidden=7", "model.hidden: 256 -> 7"),
                                ("data.classes=[0,1]", "data.classes: None -> [0, 1]")):
@@ -376,3 +383,45 @@ def test_single_ctrl_c_saves_like_sigterm_and_says_how_to_resume(tmp_path, capsy
     assert len(err) == 1 and err[0].startswith("error: interrupted (Ctrl-C) at step 2: checkpoint saved in"), err
     assert "rerun with resume=auto" in err[0]
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_line_saves_and_exits_130(tmp_path):
+    """The real entry point: SIGINT to the whole process group (what a terminal's Ctrl-C sends)."""
+    import subprocess
+    import time
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
+    args = [sys.executable, "-m", "transferlab.train", *SUP, "trainer.enable_progress_bar=false", "trainer.max_epochs=50",
+            "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
+            "+callbacks.pace._target_=fault_helpers.Pace", f"+callbacks.pace.progress_file={tmp_path / 'progress'}",
+            "+callbacks.pace.seconds=0.05", f"hydra.run.dir={run_dir}"]
+    with started(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + 300
+        while not ((tmp_path / "progress").is_file() and (tmp_path / "progress").read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended or never started"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 130, err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted (Ctrl-C) at step") and "resume=auto" in lines[0], err
+    assert "Traceback" not in err
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > 0
+    assert not (run_dir / ".lock").exists()
+
+
+@pytest.mark.parametrize("arg,expected", [
+    ("hydra.launcher._target_=transferlab.config.validate.os.system", "resolves to posix.system"),
+    ("+hydra.callbacks.x={_target_:torch.optim.optimizer.torch.load,f:x}", "resolves to torch.serialization.load"),
+    ("+hydra.sweeper.sampler={_target_:subprocess.Popen}", "targets must start with one of"),
+    ("+hydra.job_logging.handlers.evil={class:logging.FileHandler,filename:/tmp/x}", "a logging factory runs code"),
+])
+def test_hydra_overrides_go_through_the_gate(arg, expected):
+    from transferlab.runner.cli_guard import check_command_line
+
+    with pytest.raises(UserError) as err:
+        check_command_line([arg])
+    assert expected in str(err.value) and "\n" not in str(err.value)
+    check_command_line(["extra_allowed_targets=[mypkg.]", "hydra.run.dir=outputs/x", "hydra.job.chdir=false"])  # fine

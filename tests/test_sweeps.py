@@ -58,6 +58,8 @@ def test_grid_multirun_end_to_end(tmp_path):
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         jobs[num] = (overrides, json.loads((job / "metrics.json").read_text()))
     pairs = {(m["peft"], m["seed"]) for _, m in jobs.values()}
+    # one job at a time (basic launcher): every job may use every core
+    assert {m["threads/torch"] for _, m in jobs.values()} == {len(os.sched_getaffinity(0))}
     assert pairs == {("full", 0), ("full", 1), ("linear_probe", 0), ("linear_probe", 1)}
     for overrides, m in jobs.values():
         assert f"peft={m['peft']}" in overrides and f"seed={m['seed']}" in overrides
@@ -112,6 +114,9 @@ def test_failing_jobs_are_recorded_and_the_sweep_exits_nonzero(tmp_path):
 
     rows = {r["run"]: r for r in read_csv(sweep / "summary.csv")}
     assert rows["0"]["status"] == "ok" and (sweep / "0" / "metrics.json").is_file()
+    # two jobs at once: each trains with half the cores' threads (distributed/threads.py)
+    cores = len(os.sched_getaffinity(0))
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["threads/torch"] == max(1, cores // 2)
     assert float(rows["0"]["test/acc"]) == pytest.approx(json.loads((sweep / "0" / "metrics.json").read_text())["test/acc"])
     for num in ("1", "3"):
         assert rows[num]["status"] == "failed" and rows[num]["reason"] == "user_error"
@@ -217,8 +222,12 @@ def test_failed_job_returns_the_worst_value_for_the_direction(tmp_path, directio
         assert sweep_job(lambda _: None)(cfg) == worst  # optimized_metric missing from metrics.json
         assert json.loads((tmp_path / "error.json").read_text())["reason"] == "metric"
 
-        (tmp_path / "error.json").unlink()
+        assert (tmp_path / "error.json").is_file()  # a rerun that succeeds supersedes the earlier failure
         assert sweep_job(lambda _: 0.5)(cfg) == 0.5 and not (tmp_path / "error.json").exists()
+        (tmp_path / "metrics.json").write_text('{"test/acc": 0.5}')
+        from transferlab.analysis.runs import load_runs
+
+        assert [r.status for r in load_runs([tmp_path])] == ["ok"]
     finally:
         HydraConfig.instance().cfg = None
     with pytest.raises(TrainingDiverged):  # a single run keeps its error (one line + exit code from the CLI)

@@ -35,6 +35,28 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def load_averages() -> list[float]:
+    """The 1-, 5- and 15-minute load averages (recorded before and after every timed run)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def bootstrap_median_ci(values: list[float], level: float = 0.95, resamples: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median: resample the pairs with replacement, take each median."""
+    import random
+
+    rng = random.Random(seed)
+    n = len(values)
+    meds = sorted(statistics.median(rng.choices(values, k=n)) for _ in range(resamples))
+    lo = meds[int((1 - level) / 2 * resamples)]
+    hi = meds[min(resamples - 1, int((1 + level) / 2 * resamples))]
+    return lo, hi
+
+
+def within(ci: tuple[float, float], bound: float) -> bool:
+    """A claim "at most `bound`" holds only when the whole interval is at or below it."""
+    return ci[1] <= bound
+
+
 def machine() -> dict[str, Any]:
     import torch
 

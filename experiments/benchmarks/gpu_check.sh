@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU check of the scaling configs (issue 7), one script for one GPU machine, from the repo root:
 #   OUT=/some/dir bash experiments/benchmarks/gpu_check.sh
-# 1. trainer=gpu with 32-true / 16-mixed / bf16-mixed / bf16-true / bf16-mixed+compile:
-#    throughput and accuracy of a mid-sized transformer (gpu_check.py, one process);
+# 1. trainer=gpu with 32-true / 16-mixed / bf16-mixed / bf16-true, each 32/16/bf16-mixed also compiled:
+#    throughput, step time, peak memory, MFU and accuracy of a mid-sized transformer (gpu_check.py, one process);
 # 2. the command-line path with trainer=ddp and trainer=fsdp on the one GPU (devices=1).
 # Packages missing on that machine (hydra-core, omegaconf, antlr4, mnist1d: pure Python) and the
 # generated MNIST-1D cache travel in .gpu_carry/ (git-ignored via .git/info/exclude). Prepare it here:
@@ -27,7 +27,7 @@ print('gpu', torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-timeout 360 $PY experiments/benchmarks/gpu_check.py "$RUNS" --epochs "${EPOCHS:-10}" 2>&1 | tee "$OUT/gpu_check.log" | grep -E '^\{|^\|'
+timeout 480 $PY experiments/benchmarks/gpu_check.py "$RUNS" --epochs "${EPOCHS:-10}" 2>&1 | tee "$OUT/gpu_check.log" | grep -E '^\{|^\|'
 cp "$RUNS"/gpu_results.json "$RUNS"/gpu_results.md "$OUT"/ 2>/dev/null
 
 COMMON=(task=supervised data=mnist1d data.generator.num_samples=20000 data.batch_size=256 model=transformer

@@ -1,14 +1,19 @@
 """Start-up: wall time from the command to the first training step, against `import torch, pytorch_lightning`.
 
-- floor: `python -c "import torch, pytorch_lightning"`
+Both sides are timed to the same event, a timestamp the process writes to a file, and both then
+leave with `os._exit(0)`, so interpreter teardown (4-5 s of module finalizers here) counts for neither:
+- floor: `python -c "import torch, pytorch_lightning; <write time>; os._exit(0)"` (a plain script's
+  first step can start no earlier than its imports end)
 - cli: `python -m transferlab.train` (the default run: task=transfer, first stage = pretraining),
   stopped at its first training step by a benchmark callback (steptimer.FirstStep)
+Floor and cli run in interleaved pairs; the ratio is the median of the per-pair ratios with a 95 %
+bootstrap interval (target: at most 1.3).
 - breakdown: the same first stage built step by step in a fresh interpreter
   (imports, config, data, model, trainer, fit -> first step)
 - imports: which heavy optional packages the default run has in sys.modules, and what
   `import pytorch_lightning` itself costs through torchmetrics (it imports `transformers` when installed)
 
-    python experiments/benchmarks/startup.py [--repeats 3]
+    python experiments/benchmarks/startup.py [--repeats 5]   # ~12 min here under load 12 (3 repeats)
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from pathlib import Path
 from common import (
     ALLOWED,
     ROOT,
-    load_average,
+    bootstrap_median_ci,
+    load_averages,
     machine,
     median,
     print_table,
@@ -57,6 +63,18 @@ def timed(cmd: list[str], e: dict[str, str]) -> float:
     t0 = time.perf_counter()
     run(cmd, e)
     return time.perf_counter() - t0
+
+
+FLOOR = ("import os, sys, time, torch, pytorch_lightning\n"
+         "open(sys.argv[1], 'w').write(repr(time.time()))\n"
+         "os._exit(0)")
+
+
+def floor_first_step(e: dict[str, str], tmp: Path) -> float:
+    marker = tmp / f"floor_{time.monotonic_ns()}"
+    t0 = time.time()
+    run([sys.executable, "-c", FLOOR, str(marker)], e)
+    return float(marker.read_text()) - t0
 
 
 def cli_first_step(e: dict[str, str], tmp: Path, extra: list[str]) -> float:
@@ -147,7 +165,8 @@ def import_costs(e: dict[str, str]) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved floor/cli pairs")
+    p.add_argument("--breakdowns", type=int, default=3, help="phase-by-phase runs (one after each of the first pairs)")
     p.add_argument("--override", nargs="*", default=[], help="overrides of the measured run (default: none)")
     p.add_argument("--out", default=None)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -156,16 +175,25 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         return child(args.child, args.t0, args.extra)
-    load0 = load_average()
+    load0, t_start, started = load_averages(), time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="tl_startup_") as tmpname:
         tmp = Path(tmpname)
         e = env(tmp / "cache")
         cold = cli_first_step(e, tmp, args.override)  # also generates the MNIST-1D cache
-        floor, cli, parts = [], [], []
-        for _ in range(args.repeats):  # interleaved, so load drifts hit all three alike
-            floor.append(timed([sys.executable, "-c", "import torch, pytorch_lightning"], e))
-            cli.append(cli_first_step(e, tmp, args.override))
-            parts.append(breakdown(e, tmp, args.override))
+        floor, cli, parts, loads, exit_floor = [], [], [], [], []
+        for i in range(args.repeats):  # interleaved (ABBA), so load drifts hit both alike
+            before = load_averages()
+            if i % 2 == 0:
+                floor.append(floor_first_step(e, tmp))
+                cli.append(cli_first_step(e, tmp, args.override))
+            else:
+                cli.append(cli_first_step(e, tmp, args.override))
+                floor.append(floor_first_step(e, tmp))
+            loads.append({"before": before, "after": load_averages()})
+            if i < args.breakdowns:
+                parts.append(breakdown(e, tmp, args.override))
+        # for reference only (not the ratio): the same imports timed to process exit, teardown included
+        exit_floor = [timed([sys.executable, "-c", "import torch, pytorch_lightning"], e)]
         costs = import_costs(e)
     phases: dict[str, list[float]] = {}
     for rec in parts:
@@ -173,17 +201,25 @@ def main() -> None:
         for name, t in rec["marks"].items():
             phases.setdefault(name, []).append(t - prev)
             prev = t
-    rows = [{"what": "floor: python -c 'import torch, pytorch_lightning'", "seconds": median(floor)},
+    ratios = [c / f for c, f in zip(cli, floor)]
+    ratio, ci = median(ratios), bootstrap_median_ci(ratios)
+    rows = [{"what": "floor: import torch, pytorch_lightning -> timestamp (no teardown)", "seconds": median(floor)},
             {"what": "python -m transferlab.train -> first step (warm data cache)", "seconds": median(cli)},
             {"what": "same, cold data cache (first run, MNIST-1D generated)", "seconds": cold},
-            {"what": "ratio cli / floor", "seconds": median(cli) / median(floor)}]
+            {"what": "floor timed to process exit (teardown included; reference only)", "seconds": median(exit_floor)},
+            {"what": "ratio cli / floor (median of pairs)", "seconds": ratio}]
     rows += [{"what": f"breakdown: {k}", "seconds": median(v)} for k, v in phases.items()]
     rows += [{"what": f"import cost inside the floor: {k} (-X importtime, cumulative)", "seconds": v} for k, v in costs.items()]
     table = print_table(rows)
     print("heavy optional packages in sys.modules at the first step:", parts[-1]["present"])
     print("of those, imported by transferlab's run (not by torch/lightning):", parts[-1]["new_after_floor"])
-    write_results("startup", {"machine": machine(), "load_start": load0, "load_end": load_average(), "override": args.override,
-                              "floor_s": floor, "cli_s": cli, "cold_s": cold, "phases_s": phases, "import_costs_s": costs,
+    print(f"startup: ratio {ratio:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})")
+    write_results("startup", {"command": "python experiments/benchmarks/startup.py " + " ".join(sys.argv[1:]),
+                              "machine": machine(), "started": started,
+                              "wall_s": time.perf_counter() - t_start, "load_start": load0, "load_end": load_averages(),
+                              "override": args.override, "floor_s": floor, "cli_s": cli, "pair_loads": loads,
+                              "ratios": ratios, "ratio_median": ratio, "ci95": list(ci), "target": 1.3,
+                              "exit_floor_s": exit_floor, "cold_s": cold, "phases_s": phases, "import_costs_s": costs,
                               "present_at_first_step": parts[-1]["present"], "imported_by_transferlab": parts[-1]["new_after_floor"],
                               "new_top_level_after_floor": parts[-1]["new_top_level"], "rows": rows, "table": table}, args.out)
 

@@ -72,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not runs:
         print(f"error: no run folders (with {SUMMARY_FILE} or {OVERRIDES_FILE}) under {' '.join(args.paths)}", file=sys.stderr)
         return 2
+    known = sorted({k for r in runs for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if args.sort and args.sort not in known and not any(args.sort in r.overrides for r in runs):
+        print(f"error: sort={args.sort} is not a metric of these runs; valid: {', '.join(known)}", file=sys.stderr)
+        return 2
     metrics = args.metrics or default_metrics(runs, [args.sort] if args.sort else [])
     one_parent = len(args.paths) == 1 and not is_run(Path(args.paths[0]))
     out = Path(args.out) if args.out else (Path(args.paths[0]) if one_parent else Path("."))

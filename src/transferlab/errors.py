@@ -41,3 +41,8 @@ class RankFailed(UserError):
     """Another rank of this DDP job exited with an error; the message names it and its reason."""
 
     reason = "rank_failed"
+
+
+class InputError(UserError):
+    """New inputs given to predict or serve do not fit the model (missing columns, wrong size, empty file);
+    the server answers them with HTTP 400."""

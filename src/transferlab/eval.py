@@ -1,7 +1,10 @@
-"""`python -m transferlab.eval ckpt_path=... data=...`: test a checkpoint on any data config.
+"""`python -m transferlab.eval ckpt_path=<run folder or file>`: test a checkpoint again.
 
-The model is rebuilt from the config stored in the checkpoint (plain containers, read with
-weights_only=True); only `_target_`s allowed by *this* run's `allowed_targets` are instantiated.
+With no `data` key it tests on the run's own data config (stored in the checkpoint, with the
+run's normalization) and reproduces the run's `test/*` exactly; `data=<option>` tests on another
+data config, `+data.key=value` changes one key of the stored one. The model is rebuilt from the
+config stored in the checkpoint (plain containers, read with weights_only=True); only `_target_`s
+allowed by *this* run's `allowed_targets` are instantiated.
 """
 
 import time
@@ -22,8 +25,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from transferlab.runner.summary import write_summary
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    restored = restore_task(cfg.ckpt_path, list(cfg.allowed_targets), data=cfg.data, stage="test")
+    data = data_override(cfg, cfg.ckpt_path)
+    restored = restore_task(cfg.ckpt_path, list(cfg.allowed_targets), data=data, stage="test")
     task, datamodule = restored.task, restored.datamodule
+    restore_callback_states(task, restored.checkpoint)
     if hasattr(task, "set_test_sets") and hasattr(datamodule, "test_set_names"):
         task.set_test_sets(datamodule.test_set_names)
     out = Path(str(cfg.paths.output_dir))
@@ -32,17 +37,44 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for r in trainer.test(task, datamodule=datamodule, verbose=False):
         summary.update({k: float(v) for k, v in r.items()})
     summary.update(task.param_counts())
-    summary.update({"evaluated": str(restored.file), "data": cfg.data.name, "model": restored.config["model"].get("name"),
+    data_name = (data if data is not None else restored.config["data"]).get("name")
+    summary.update({"evaluated": str(restored.file), "data": data_name, "model": restored.config["model"].get("name"),
                     "task": restored.config["task"].get("name"), "time/wall_s": time.perf_counter() - start})
     if trainer.is_global_zero:
         write_summary(out, summary)
     return summary
 
 
+def data_override(cfg: DictConfig, ckpt_path: str) -> Any:
+    """None (the run's stored data), a whole data option (`data=`), or the stored one with `+data.*` keys."""
+    from omegaconf import OmegaConf
+
+    node = cfg.get("data")
+    if not node:
+        return None
+    if "_target_" in node:
+        return node
+    from transferlab.runner.restore import open_checkpoint
+
+    _, _, stored = open_checkpoint(ckpt_path)
+    return OmegaConf.merge(OmegaConf.create(stored.get("data") or {}), node)
+
+
+def restore_callback_states(task: Any, checkpoint: dict[str, Any]) -> None:
+    """The task's own callbacks (an SSL task's online probe head) as they were when the file was written."""
+    states = checkpoint.get("callbacks") or {}
+    for cb in task.configure_callbacks() or []:
+        state = states.get(cb.state_key)
+        if state:
+            cb.load_state_dict(state)
+
+
 @hydra_entry("eval")
 def main(cfg: DictConfig) -> float | None:
     summary = evaluate(cfg)
-    print(" ".join(f"{k}={v:.4f}" for k, v in summary.items() if k.startswith("test") and isinstance(v, float)), flush=True)
+    from transferlab.runner.run import report_result
+
+    report_result(summary, Path(str(cfg.paths.output_dir)))
     return summary.get("test/acc")
 
 

@@ -1,13 +1,20 @@
-"""`python -m transferlab.export ckpt_path=PATH [out=FILE] [pretrained=PATH]`
+"""`python -m transferlab.export ckpt_path=PATH [format=merged|onnx|torch_export] [out=FILE] [pretrained=PATH]`
 
-Folds a fine-tuned run's adaptation (LoRA, DoRA, IA3, LoHa, LoKr; identity for full, bitfit,
-freeze, linear_probe) into plain backbone weights and writes a weights-only file whose
-`backbone.*` (and `head.*`) tensors load into the plain backbone class with no `peft` import,
-and which `task.pretrained=FILE` accepts. `ckpt_path` is a run's checkpoint (or run folder) or
-its adapter file (`task.save_adapter=true`); an adapter file is reloaded onto its pretrained
-backbone (recorded in the file, or `pretrained=`).
+`format=merged` (the default) folds a fine-tuned run's adaptation (LoRA, DoRA, IA3, LoHa, LoKr;
+identity for full, bitfit, freeze, linear_probe) into plain backbone weights and writes a
+weights-only file whose `backbone.*` (and `head.*`) tensors load into the plain backbone class with
+no `peft` import, and which `task.pretrained=FILE` accepts (and predict/serve read).
+
+`format=onnx` and `format=torch_export` write the whole classifier of a supervised or fine-tuned
+run (backbone with adapters merged + head: model input -> logits, dynamic batch axis) as an ONNX
+file or a `torch.export` program (.pt2), with the preprocessing beside it as `<out>.preprocessing.json`
+(label names, input shape, normalization, feature columns, and for text `<out>.tokenizer.json`).
+
+`ckpt_path` is a run's checkpoint (or run folder) or its adapter file (`task.save_adapter=true`);
+an adapter file is reloaded onto its pretrained backbone (recorded in the file, or `pretrained=`).
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +23,10 @@ from omegaconf import DictConfig
 from transferlab.runner.entry import hydra_entry
 
 FORMAT = "transferlab-merged/1"
+FORMATS = {"merged": ".merged.pt", "onnx": ".onnx", "torch_export": ".pt2"}
 
 
-def merged_payload(task, config: dict[str, Any]) -> dict[str, Any]:
+def merged_payload(task, config: dict[str, Any], preprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
     """Plain tensors: `backbone.*` after merge, the head, and the config with `peft` set to full."""
     adaptation = getattr(task, "adaptation", None)
     backbone = adaptation.merge(task.backbone) if adaptation is not None else task.backbone
@@ -29,27 +37,77 @@ def merged_payload(task, config: dict[str, Any]) -> dict[str, Any]:
     config = dict(config)
     merged_from = (config.get("peft") or {}).get("name")
     config["peft"] = {"_target_": "transferlab.adaptation.full.Full", "name": "full"}
-    return {"format": FORMAT, "merged_from": merged_from, "state_dict": state, "hyper_parameters": {"config": config}}
+    payload = {"format": FORMAT, "merged_from": merged_from, "state_dict": state, "hyper_parameters": {"config": config}}
+    if preprocessing is not None:
+        payload["preprocessing"] = preprocessing
+    return payload
 
 
-def export(ckpt_path: str, allowed_targets: list[str], out: str | None = None, pretrained: str | None = None) -> Path:
+def export(ckpt_path: str, allowed_targets: list[str], out: str | None = None, pretrained: str | None = None,
+           format: str = "merged") -> Path:
+    if format not in FORMATS:
+        from transferlab.errors import ConfigError
+
+        raise ConfigError("format", format, f"one of {list(FORMATS)}")
+    if format != "merged":
+        return export_portable(ckpt_path, allowed_targets, out, pretrained, format)
     import torch
 
-    from transferlab.runner.restore import restore_task
+    from transferlab.runner.restore import restore_task, stored_preprocessing
     from transferlab.utils.io import atomic_open
 
     restored = restore_task(ckpt_path, allowed_targets, stage="fit", pretrained=pretrained)
-    payload = merged_payload(restored.task.eval(), restored.config)
-    target = Path(out) if out else restored.file.with_name(restored.file.stem + ".merged.pt")
+    preprocessing = stored_preprocessing(restored.checkpoint)
+    if preprocessing is None and hasattr(restored.datamodule, "preprocessing"):
+        preprocessing = restored.datamodule.preprocessing()
+    payload = merged_payload(restored.task.eval(), restored.config, preprocessing)
+    target = Path(out) if out else restored.file.with_name(restored.file.stem + FORMATS[format])
     with atomic_open(target, "wb") as f:
         torch.save(payload, f)
     return target
 
 
+def export_portable(ckpt_path: str, allowed_targets: list[str], out: str | None, pretrained: str | None, format: str) -> Path:
+    """The whole classifier as ONNX or a torch.export program, and its preprocessing as JSON beside it."""
+    from transferlab.inference.classifier import (
+        example_input,
+        export_onnx,
+        export_pt2,
+        portable_classifier,
+    )
+    from transferlab.inference.preprocess import Preprocessor
+    from transferlab.runner.restore import require_classifier, restore_for_inference
+    from transferlab.utils.io import atomic_write_text
+
+    restored = restore_for_inference(ckpt_path, allowed_targets, pretrained)
+    require_classifier(restored)
+    target = Path(out) if out else restored.file.with_name(restored.file.stem + FORMATS[format])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pre = Preprocessor(restored.preprocessing)
+    model = portable_classifier(restored.task)
+    tmp = target.with_name(f".{target.name}.tmp")  # written whole, then renamed: never a half file at `out`
+    (export_onnx if format == "onnx" else export_pt2)(model, example_input(pre), tmp)
+    tmp.replace(target)
+    description = dict(restored.preprocessing)
+    tokenizer = description.pop("tokenizer", None)
+    if tokenizer and tokenizer.get("kind") == "trained":
+        tokenizer_file = target.with_name(target.name + ".tokenizer.json")
+        atomic_write_text(tokenizer_file, tokenizer["json"])
+        description["tokenizer"] = {"kind": "trained", "file": tokenizer_file.name}
+    elif tokenizer:
+        description["tokenizer"] = tokenizer
+    description.update(format=format, input_name="input", output_name="logits", input_dtype=str(
+        example_input(pre, 1).dtype).removeprefix("torch."), source=str(restored.file))
+    atomic_write_text(target.with_name(target.name + ".preprocessing.json"), json.dumps(description, indent=1) + "\n")
+    return target
+
+
 @hydra_entry("export")
 def main(cfg: DictConfig) -> None:
-    path = export(str(cfg.ckpt_path), list(cfg.allowed_targets), cfg.get("out"), cfg.get("pretrained"))
-    print(f"merged backbone written to {path}", flush=True)
+    fmt = str(cfg.get("format") or "merged")
+    path = export(str(cfg.ckpt_path), list(cfg.allowed_targets), cfg.get("out"), cfg.get("pretrained"), fmt)
+    what = "merged backbone" if fmt == "merged" else f"{fmt} classifier (+ {path.name}.preprocessing.json)"
+    print(f"{what} written to {path}", flush=True)
 
 
 if __name__ == "__main__":

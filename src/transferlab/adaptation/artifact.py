@@ -40,6 +40,9 @@ def save_adapter(task: nn.Module, path: str | Path) -> Path:
         "pretrained": str(Path(pretrained).resolve()) if pretrained else None,
         "config": config,
     }
+    datamodule = getattr(getattr(task, "_trainer", None), "datamodule", None)
+    if hasattr(datamodule, "preprocessing"):  # what predict/serve/export need to read new inputs
+        payload["preprocessing"] = datamodule.preprocessing()
     with atomic_open(path, "wb") as f:
         torch.save(payload, f)
     return Path(path)

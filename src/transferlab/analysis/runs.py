@@ -113,7 +113,25 @@ def read_run(folder: Path, root: Path | None = None) -> Run:
         run.status, run.reason, run.error = "failed", err.get("reason"), err.get("error")
     elif not run.metrics:
         run.status = "incomplete"
+    elif bad := non_finite_metrics(run.metrics):
+        run.status, run.reason, run.error = "failed", "non-finite", f"{', '.join(bad)} not finite"
     return run
+
+
+def non_finite_metrics(metrics: dict[str, Any]) -> list[str]:
+    """Test metrics that are NaN/Inf (metrics.json stores them as the strings "nan", "inf")."""
+    import math
+
+    bad = []
+    for key, value in metrics.items():
+        if not key.startswith("test"):
+            continue
+        try:
+            if not math.isfinite(float(value)):
+                bad.append(key)
+        except (TypeError, ValueError):
+            continue
+    return bad
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:

@@ -54,13 +54,40 @@ def _float(v: Any) -> float | None:
     return f
 
 
+MAX_KEY_COLUMNS = 6   # more differing overrides than this go into one `overrides` column
+MAX_VALUE = 28        # longer override values are shortened (paths keep their last two parts)
+
+
+def short_value(value: Any, limit: int = MAX_VALUE) -> Any:
+    """`outputs/2026-12-01/10-22-33/pretrain` -> `…/10-22-33/pretrain`; other long values cut with `…`."""
+    if not isinstance(value, str) or len(value) <= limit:
+        return value
+    if "/" in value.strip("/"):
+        tail = "/".join(value.rstrip("/").split("/")[-2:])
+        if len(tail) + 2 <= limit:
+            return "…/" + tail
+    return value[: limit - 1] + "…"
+
+
+def key_columns(keys: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(keys shown as their own columns, keys grouped into the `overrides` column), grouped by config group."""
+    ordered = sorted(keys, key=lambda k: (k == SEED_KEY, k.split(".")[0], k))
+    if len(ordered) <= MAX_KEY_COLUMNS:
+        return list(keys), []
+    own = [k for k in ordered if k == SEED_KEY]
+    return own, [k for k in ordered if k not in own]
+
+
 def run_rows(runs: Sequence[Run], keys: Sequence[str], metrics: Sequence[str]) -> list[dict[str, Any]]:
     """One row per run: name, status, differing overrides, metrics, trainable %, wall time, error."""
     rows = []
     any_failed = any(r.status != "ok" for r in runs)
+    own, grouped = key_columns(keys)
     for r in runs:
         row: dict[str, Any] = {"run": r.name, "status": r.status}
-        row.update({k: r.overrides.get(k) for k in keys})
+        row.update({k: short_value(r.overrides.get(k)) for k in own})
+        if grouped:
+            row["overrides"] = " ".join(f"{k}={short_value(r.overrides[k])}" for k in grouped if k in r.overrides) or "-"
         row.update({m: _float(r.metrics.get(m)) for m in metrics})
         row["trainable_pct"] = _float(r.metrics.get(TRAINABLE))
         row["wall_s"] = _float(r.metrics.get(WALL))
@@ -85,7 +112,11 @@ def seed_groups(runs: Sequence[Run], keys: Sequence[str], metrics: Sequence[str]
             failed[gk] = failed.get(gk, 0) + 1
     rows = []
     for gk, members in groups.items():
-        row: dict[str, Any] = dict(zip(group_keys, gk))
+        if len(group_keys) > MAX_KEY_COLUMNS:
+            row: dict[str, Any] = {"overrides": " ".join(f"{k}={short_value(v)}" for k, v in zip(group_keys, gk)
+                                                         if v is not None) or "-"}
+        else:
+            row = {k: short_value(v) for k, v in zip(group_keys, gk)}
         row["n"] = len(members)
         row["failed"] = failed.get(gk, 0)
         for m in [*metrics, TRAINABLE, WALL]:
@@ -156,6 +187,8 @@ def write_tables(runs: Sequence[Run], out_dir: Path, stem: str, metrics: Sequenc
     if SEED_KEY in keys:
         groups = sort_rows(seed_groups(runs, keys, metrics), sort, ascending)
         write_csv(out_dir / f"{stem}_seeds.csv", groups)
-        text += "\n\nMean ± std over seeds:\n\n" + seed_markdown(groups, [k for k in keys if k != SEED_KEY], metrics)
+        group_keys = [k for k in keys if k != SEED_KEY]
+        shown_keys = ["overrides"] if len(group_keys) > MAX_KEY_COLUMNS else group_keys
+        text += "\n\nMean ± std over seeds:\n\n" + seed_markdown(groups, shown_keys, metrics)
     atomic_write_text(out_dir / f"{stem}.md", text + "\n")
     return text, rows

@@ -14,6 +14,8 @@ class Backbone(nn.Module):
 
     feature_dim: int
     lora_targets: tuple[str, ...] = ()
+    # the data modalities it reads (a DataSpec's `modality`): checked before any data is built
+    modalities: tuple[str, ...] = ("signal", "image")
 
     def block_names(self) -> list[str]:
         raise NotImplementedError

@@ -38,6 +38,8 @@ def default_lora_targets(model_type: str) -> tuple[str, ...]:
 class HFBackbone(Backbone):
     """Wraps `self.model` (an AutoModel); text inputs are token ids (padding masked by `pad_id`), images pixels."""
 
+    modalities = ("text", "image")
+
     def __init__(self, input_shape: Sequence[int], name_or_path: str | None = None, pretrained: bool = False,
                  model_type: str = "bert", hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
                  intermediate_size: int = 128, config: dict[str, Any] | None = None, pool: str = "auto",

@@ -13,6 +13,7 @@ class MLP(Backbone):
     """Linear-LayerNorm-GELU blocks over the flattened input."""
 
     lora_targets = ("fc",)
+    modalities = ("signal", "image", "tabular")
 
     def __init__(self, input_shape: Sequence[int], hidden: int = 256, depth: int = 3, dropout: float = 0.1, **_: object):
         super().__init__()

@@ -71,6 +71,7 @@ class Transformer(Backbone):
     """
 
     lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    modalities = ("signal", "image", "text")
 
     def __init__(self, input_shape: Sequence[int], width: int = 64, depth: int = 4, heads: int = 4,
                  mlp_ratio: float = 4.0, patch_size: int = 4, dropout: float = 0.0, pool: str = "cls",

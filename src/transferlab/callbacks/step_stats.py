@@ -32,6 +32,7 @@ class StepStats(pl.Callback):
         if times:
             out["time/step_ms"] = 1000.0 * sum(times) / len(times)
             out["time/train_steps"] = len(self._times)
+        out["threads/torch"] = torch.get_num_threads()  # intra-op threads this process trained with
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             out["memory/peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         else:

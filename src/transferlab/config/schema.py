@@ -112,6 +112,7 @@ SCHEMA: dict[str, Rule] = {
     "resume": Rule("str", optional=True),
     "optimized_metric": Rule("str", optional=True),
     "allowed_targets": Rule("list", item=Rule("str")),
+    "threads": Rule("int", lo=1, also=("auto",)),
     "extra_allowed_targets": Rule("list", item=Rule("str")),
     "tags": Rule("list", item=Rule("str")),
     "ckpt_path": Rule("str", optional=True),

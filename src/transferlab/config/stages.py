@@ -1,8 +1,17 @@
 """Stage expansion: a pipeline task (task=transfer) as one config per stage.
 
 Each stage is the root config with the stage's `task` (and `peft`, if given) swapped in and
-its other groups (`data`, `trainer`, `optimizer`, ...) merged on top. `init_from: <stage>`
-hands that stage's last checkpoint to `task.pretrained`.
+its other groups (`data`, `trainer`, `optimizer`, ...) merged on top.
+
+Command-line overrides and stage keys (one rule, README "Overrides on a pipeline"):
+- `trainer.*` / `optimizer.*` given on the command line apply to every stage, unless that
+  stage's own key for it is given on the command line too (`task.pretrain_trainer.max_epochs=5`,
+  `task.finetune_optimizer.lr=1e-3`, or `task.stages.<stage>.trainer.max_epochs=5`), which wins there;
+- `data.*` keys a stage sets itself (the transfer pipeline's classes and labels_per_class) are
+  refused in one line naming the stage keys (`task.source.*`, `task.target.*`): one value for both
+  sides would make the transfer meaningless. Other `data.*` keys reach every stage. `init_from: <stage>`
+hands that stage's checkpoint to `task.pretrained`: `task.handoff: last` (default) its weights at
+the end of training, `best` its best by the stage's `task.monitor`.
 """
 
 from collections.abc import Iterator
@@ -13,14 +22,65 @@ from omegaconf import DictConfig, OmegaConf
 from transferlab.config.instantiate import DEFAULT_ALLOWED, task_kind
 
 REPLACED = ("task", "peft")
+# groups whose command-line keys reach every stage (data: refused where a stage sets the key)
+FOLLOW_COMMAND_LINE = ("trainer", "optimizer", "data")
 STAGE_KEYS = ("init_from", "label", "report")
+HANDOFFS = ("last", "best")
 
 
 def is_pipeline(cfg: DictConfig) -> bool:
     return "stages" in cfg.task
 
 
-def stage_config(cfg: DictConfig, name: str, out: Path) -> DictConfig:
+def command_line() -> list[str]:
+    """The run's command-line overrides (empty when composed in-process without Hydra's run context)."""
+    from transferlab.utils.hydra import hydra_config
+
+    hc = hydra_config()
+    return list(hc.overrides.task) if hc is not None else []
+
+
+def _given_keys(overrides: list[str]) -> set[str]:
+    keys = set()
+    for line in overrides:
+        key, sep, _ = str(line).partition("=")
+        if sep and not key.startswith("~"):
+            keys.add(key.lstrip("+"))
+    return keys
+
+
+def _stage_keys(cfg: DictConfig, stage: str, group: str, rest: str) -> list[str]:
+    """Where a stage's value for `<group>.<rest>` is set: its own node, and the task key it interpolates."""
+    raw = OmegaConf.to_container(cfg.task.stages[stage], resolve=False).get(group)
+    keys = [f"task.stages.{stage}.{group}.{rest}"]
+    if isinstance(raw, str) and raw.startswith("${") and raw.endswith("}"):
+        keys.append(f"{raw[2:-1]}.{rest}")
+    return keys
+
+
+def apply_command_line(cfg: DictConfig, name: str, new: DictConfig, stage: dict, given: set[str]) -> None:
+    """The module docstring's rule, for one stage: command-line `trainer.*`/`optimizer.*` keys win over the
+    stage's own values unless its stage key is given too; `data.*` keys a stage sets are refused."""
+    from transferlab.errors import ConfigError
+
+    for key in sorted(given):
+        group, _, rest = key.partition(".")
+        if group not in FOLLOW_COMMAND_LINE or not rest or not isinstance(stage.get(group), dict):
+            continue
+        if OmegaConf.select(OmegaConf.create(stage[group]), rest, default="__unset__") == "__unset__":
+            continue  # this stage does not set the key: the command-line value reaches it through the root
+        if any(k in given for k in _stage_keys(cfg, name, group, rest)):
+            continue  # the stage key given on the command line wins for this stage
+        if group == "data":
+            options = sorted({_stage_keys(cfg, n, group, rest)[-1] for n in cfg.task.stages
+                              if isinstance(cfg.task.stages[n].get(group), DictConfig) and rest in cfg.task.stages[n][group]})
+            raise ConfigError(key, OmegaConf.select(cfg, key), f"the pipeline task={cfg.task.name} sets it per stage: "
+                              f"set {' / '.join(f'{k}=...' for k in options)} instead")
+        OmegaConf.update(new, key, OmegaConf.select(cfg, key), merge=True)
+
+
+def stage_config(cfg: DictConfig, name: str, out: Path, overrides: list[str] | None = None) -> DictConfig:
+    """`overrides`: the command line (default: Hydra's, when running under Hydra)."""
     stage = OmegaConf.to_container(cfg.task.stages[name], resolve=True)
     root = OmegaConf.to_container(cfg, resolve=False)
     init_from = stage.pop("init_from", None)
@@ -34,10 +94,21 @@ def stage_config(cfg: DictConfig, name: str, out: Path) -> DictConfig:
         # a pretraining stage adapts nothing: the fine-tuning method's optimizer defaults are not its own
         (root.get("peft") or {}).pop("optimizer", None)
     new = OmegaConf.merge(OmegaConf.create(root), OmegaConf.create(stage))
+    apply_command_line(cfg, name, new, stage, _given_keys(command_line() if overrides is None else overrides))
     new.paths.output_dir = str(out / name)
     if init_from:
-        new.task.pretrained = str(out / init_from / "checkpoints" / "last.ckpt")
+        new.task.pretrained = str(out / init_from / "checkpoints" / f"{handoff(cfg)}.ckpt")
     return new
+
+
+def handoff(cfg: DictConfig) -> str:
+    """Which checkpoint of a stage the stages that `init_from` it start from (`task.handoff`)."""
+    from transferlab.errors import ConfigError
+
+    value = cfg.task.get("handoff", "last")
+    if value not in HANDOFFS:
+        raise ConfigError("task.handoff", value, " or ".join(HANDOFFS))
+    return value
 
 
 def stages(cfg: DictConfig) -> Iterator[tuple[str | None, DictConfig]]:

@@ -102,9 +102,26 @@ def check_paths(cfg: DictConfig) -> None:
             raise ConfigError(key, value, "an existing checkpoint file or run folder" + (" (or 'auto')" if key == "resume" else ""))
 
 
+def check_root_typos(cfg: DictConfig) -> None:
+    """A root key that is not a known one but is close to one (`+resume_forse=true`) is a typo, not a new key."""
+    import difflib
+
+    from transferlab.config.schema import SCHEMA
+
+    known = {k for k in SCHEMA if "." not in k} | set(TARGET_GROUPS) | {"callbacks", "logger", "paths"}
+    for key in cfg.keys():
+        key = str(key)
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.85)
+        if close:
+            raise ConfigError(key, cfg.get(key), f"not a config key: did you mean '{close[0]}'?")
+
+
 def validate_config_only(cfg: DictConfig) -> None:
     """Pass 1: what the config alone shows (imports neither torch nor any target)."""
     check_resolves(cfg)
+    check_root_typos(cfg)
     check_schema(cfg)
     check_targets(cfg, tuple(cfg.get("allowed_targets") or ()))
     check_cpu_devices(cfg)
@@ -221,6 +238,54 @@ def check_task_own(cfg: DictConfig) -> None:
         hook(cfg)
 
 
+def check_model_fits_data(cfg: DictConfig) -> None:
+    """Model follows data: token ids need a model with an embedding, tables a model for flat features."""
+    from hydra.utils import get_class
+
+    if "_target_" not in cfg.data or "_target_" not in cfg.model:
+        return
+    data_cls, model_cls = get_class(str(cfg.data._target_)), get_class(str(cfg.model._target_))
+    reader = getattr(data_cls, "configured_modality", None)
+    modality = reader(cfg.data) if reader is not None else getattr(data_cls, "modality", None)
+    fits = getattr(model_cls, "modalities", None)
+    if not isinstance(modality, str) or fits is None or modality in fits:
+        return
+    models = sorted(name for name, cls in _model_options().items() if modality in getattr(cls, "modalities", ()))
+    raise ConfigError("model", cfg.model.get("name"), f"data={cfg.data.get('name')} is {modality} data, which "
+                      f"model={cfg.model.get('name')} cannot read: use model={' or model='.join(models)}")
+
+
+def _model_options() -> dict[str, type]:
+    """The `model` group's options and their backbone classes, from Hydra's config sources (wherever conf/ is)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import get_class
+
+    hydra = GlobalHydra.instance()
+    if not hydra.is_initialized():  # composed in-process and closed: the package's own backbones (one file per option)
+        import importlib
+        import pkgutil
+
+        import transferlab.backbones as package
+
+        names = [m.name for m in pkgutil.iter_modules(package.__path__) if m.name != "base"]
+        return {n: c for n in names for c in vars(importlib.import_module(f"{package.__name__}.{n}")).values()
+                if isinstance(c, type) and getattr(c, "modalities", None) is not None and c.__module__.endswith(f".{n}")
+                and c.__name__ != "Backbone"}
+    loader = hydra.config_loader()
+    out = {}
+    for name in loader.get_group_options("model"):
+        for source in loader.get_sources():
+            if not source.is_config(f"model/{name}"):
+                continue
+            target = source.load_config(f"model/{name}").config.get("_target_")
+            try:
+                out[name] = get_class(str(target))
+            except (ImportError, AttributeError, ValueError):
+                pass
+            break
+    return out
+
+
 def check_gpu_devices(cfg: DictConfig) -> None:
     t = cfg.trainer
     strategy = t.get("strategy")
@@ -254,6 +319,7 @@ def validate_targets(cfg: DictConfig, pipeline_stage: bool = False) -> None:
     check_nested_unknown_keys(cfg)
     if not pipeline_stage:
         check_task_peft(cfg)
+    check_model_fits_data(cfg)
     check_task_own(cfg)
     check_gpu_devices(cfg)
 

@@ -4,7 +4,9 @@ Subclasses only say where the arrays come from (`load_arrays`); class subsets, t
 split, k-shot / fraction subsets and normalization are decided here, once, for all of them.
 """
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -19,6 +21,7 @@ from transferlab.data.splits import (
     select_classes,
     stratified_split,
 )
+from transferlab.data.tensor_batches import batched_view
 from transferlab.errors import ConfigError
 
 
@@ -26,6 +29,11 @@ class ArrayDataModule(pl.LightningDataModule):
     """Train/val/test tensors held in memory; deterministic per `split_seed`."""
 
     modality = "image"
+
+    @classmethod
+    def configured_modality(cls, node: Any) -> str:
+        """The modality a data config will have, read from the config alone (pre-flight: no data built)."""
+        return cls.modality
 
     def __init__(
         self,
@@ -116,8 +124,19 @@ class ArrayDataModule(pl.LightningDataModule):
         self._ready = True
 
     def state_dict(self) -> dict:
-        """Saved in every checkpoint, so eval normalizes exactly as training did."""
-        return {"normalization": list(self.normalization) if self.normalization else None}
+        """Saved in every checkpoint, so eval normalizes exactly as training did, and `predict`/`serve`/
+        `export` apply the model to new inputs without the training data (`preprocessing`)."""
+        state: dict = {"normalization": list(self.normalization) if self.normalization else None}
+        if self._ready:
+            state["preprocessing"] = self.preprocessing()
+        return state
+
+    def preprocessing(self) -> dict:
+        """Plain containers describing how raw inputs become model inputs: the data spec (shape, label
+        names, special ids) and the normalization; subclasses add what their inputs need."""
+        spec = dataclasses.asdict(self.spec)
+        spec = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+        return {"version": 1, "spec": spec, "normalization": list(self.normalization) if self.normalization else None}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("normalization") and not self._ready:
@@ -131,6 +150,8 @@ class ArrayDataModule(pl.LightningDataModule):
     # -- loaders ------------------------------------------------------------------------------
     def _loader(self, dataset: TensorDataset, shuffle: bool, batch_size: int, rank: int = 0, world: int = 1) -> DataLoader:
         kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        dataset, collate = batched_view(dataset)  # one index op per tensor per batch (data/tensor_batches.py)
+        kwargs.update(collate)
         if shuffle:  # order from (seed, epoch), resumable mid-epoch, rank's shard of world (data/resumable.py)
             return shuffled_loader(dataset, batch_size, rank=rank, world=world, **kwargs)
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
@@ -166,8 +187,9 @@ class ArrayDataModule(pl.LightningDataModule):
         from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+        dataset, collate = batched_view(dataset)
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, **collate)
 
     @property
     def test_set_names(self) -> list[str]:

@@ -101,3 +101,7 @@ class ImageFolderDataModule(HeldOutTestSplit, ArrayDataModule):
 
     def all_class_names(self) -> list[str]:
         return list(self._names)
+
+    def preprocessing(self) -> dict:
+        """Adds how a new image is read: grey or RGB, and resized to the training size (or required to have it)."""
+        return {**super().preprocessing(), "channels": self.channels, "resize": self.image_size is not None}

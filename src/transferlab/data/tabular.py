@@ -84,11 +84,16 @@ def _read(p: Path, fmt: str, key: str, path: str) -> Columns:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as e:
                         raise UserError(f"{key}={str(path)!r}: line {i} is not JSON ({e.msg})") from None
-        cols = _rows_to_columns(rows)
+        cols = _rows_to_columns(rows, key, path)
     elif fmt == "json":
         with open(p, encoding="utf-8") as f:
             data = json.load(f)
-        cols = _rows_to_columns(data) if isinstance(data, list) else {k: list(v) for k, v in dict(data).items()}
+        if isinstance(data, list):
+            cols = _rows_to_columns(data, key, path)
+        elif isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+            cols = {str(k): list(v) for k, v in data.items()}
+        else:
+            raise UserError(f"{key}={path!r}: a JSON file must hold a list of row objects or an object of column lists")
     else:
         try:
             import pyarrow.parquet as pq
@@ -98,9 +103,11 @@ def _read(p: Path, fmt: str, key: str, path: str) -> Columns:
     return cols
 
 
-def _rows_to_columns(rows: list[dict[str, Any]]) -> Columns:
+def _rows_to_columns(rows: list[dict[str, Any]], key: str = "data.path", path: str = "") -> Columns:
     names: list[str] = []
-    for r in rows:
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            raise UserError(f"{key}={path!r}: row {i} is a {type(r).__name__}, not an object of column values")
         names.extend(k for k in r if k not in names)
     return {n: [r.get(n) for r in rows] for n in names}
 
@@ -147,6 +154,10 @@ def _label_name(v: Any) -> str:
 class TableDataModule(HeldOutTestSplit, TextDataModule):
     """Text (with `text_column`) or tabular features (F,) from a table file; see the module docstring."""
 
+    @classmethod
+    def configured_modality(cls, node: Any) -> str:
+        return "text" if node.get("text_column") else "tabular"
+
     def __init__(self, path: str | None = None, label_column: str = "label", text_column: str | None = None,
                  feature_columns: Sequence[str] | None = None, test_path: str | None = None,
                  normalize: bool = True, **kwargs: Any):
@@ -159,6 +170,7 @@ class TableDataModule(HeldOutTestSplit, TextDataModule):
         self.corpus_name = Path(str(path or "table")).stem
         self._names: list[str] = []
         self.feature_names: list[str] = []
+        self.feature_stats: tuple[list[float], list[float]] | None = None
         self._source = self._test_source = f"data.path={path!r}"
 
     # -- where the rows come from (the Hugging Face datamodule overrides this) ----------------------
@@ -244,10 +256,12 @@ class TableDataModule(HeldOutTestSplit, TextDataModule):
         cols, y, test, y_test = self._split()
         names = self._feature_columns(cols)
         x, x_test = self._features(cols, names, self._source), self._features(test, names, self._test_source)
+        self.feature_stats = None
         if self.standardize:  # per feature, from the training pool (never the test rows)
             mean, std = x.mean(0), x.std(0)
             std[std == 0] = 1.0
             x, x_test = (x - mean) / std, (x_test - mean) / std
+            self.feature_stats = (mean.tolist(), std.tolist())
         self.feature_names = names
         return x.astype(np.float32), y, x_test.astype(np.float32), y_test
 
@@ -282,6 +296,15 @@ class TableDataModule(HeldOutTestSplit, TextDataModule):
 
     def all_class_names(self) -> list[str]:
         return list(self._names)
+
+    def preprocessing(self) -> dict:
+        """Adds the columns a new table must have: the text column, or the feature columns and their statistics."""
+        state = {**super().preprocessing(), "text_column": self.text_column}
+        if not self.text_column:
+            stats = self.feature_stats
+            state.update(feature_columns=list(self.feature_names), feature_mean=stats[0] if stats else None,
+                         feature_std=stats[1] if stats else None)
+        return state
 
     @property
     def spec(self):

@@ -16,7 +16,12 @@ import numpy as np
 
 from transferlab.data.base import ArrayDataModule
 from transferlab.data.spec import DataSpec
-from transferlab.data.tokenizer import Tokenizer, build_tokenizer, corpus_fingerprint
+from transferlab.data.tokenizer import (
+    Tokenizer,
+    build_tokenizer,
+    corpus_fingerprint,
+    tokenizer_state,
+)
 from transferlab.errors import ConfigError
 from transferlab.utils.io import atomic_open
 
@@ -71,6 +76,12 @@ class TextDataModule(ArrayDataModule):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._ensure_tokenizer().decode(ids)
+
+    def preprocessing(self) -> dict:
+        """Adds the tokenizer itself (its JSON, or a pretrained one's name) and the length ids are padded to."""
+        if self.tokenizer is None:  # a table of numeric features (data/tabular.py) has no text
+            return super().preprocessing()
+        return {**super().preprocessing(), "max_length": self.max_length, "tokenizer": tokenizer_state(self.tokenizer)}
 
     @property
     def spec(self) -> DataSpec:

@@ -206,6 +206,22 @@ def load_pretrained_tokenizer(name_or_path: str) -> PretrainedTokenizer:
     return PretrainedTokenizer(backend, str(name_or_path))
 
 
+def tokenizer_state(tokenizer: Tokenizer) -> dict[str, Any]:
+    """Plain containers that rebuild `tokenizer` without its corpus: a trained one's JSON, a pretrained one's name."""
+    if isinstance(tokenizer, TrainedTokenizer):
+        return {"kind": "trained", "json": tokenizer.backend.to_str()}
+    return {"kind": "pretrained", "name_or_path": str(tokenizer.path)}
+
+
+def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
+    """The tokenizer `tokenizer_state` described (a pretrained one must be available offline)."""
+    if state.get("kind") == "trained":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return TrainedTokenizer(HFTokenizer.from_str(state["json"]))
+    return load_pretrained_tokenizer(state["name_or_path"])
+
+
 def build_tokenizer(texts: Sequence[str], settings: dict[str, Any], cache_dir: str | os.PathLike, corpus: str) -> Tokenizer:
     """From the `data.tokenizer` config: `pretrained` (a HF name/folder) wins, else train on `texts`."""
     settings = dict(settings or {})

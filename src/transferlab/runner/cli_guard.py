@@ -81,10 +81,13 @@ def check_hydra_override(key: str, value: Any, allowed: tuple[str, ...]) -> None
 def command_line_allowed(overrides: list) -> tuple[str, ...]:
     from transferlab.config.instantiate import DEFAULT_ALLOWED
 
+    allowed, extra = list(DEFAULT_ALLOWED), []
     for o in overrides:
         if o.key_or_group == "allowed_targets" and isinstance(o.value(), list):
-            return tuple(str(p) for p in o.value())
-    return DEFAULT_ALLOWED
+            allowed = [str(p) for p in o.value()]
+        if o.key_or_group == "extra_allowed_targets" and isinstance(o.value(), list):
+            extra = [str(p) for p in o.value()]
+    return tuple(dict.fromkeys([*allowed, *extra]))
 
 
 def check_command_line(args: list[str]) -> None:

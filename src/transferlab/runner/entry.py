@@ -46,8 +46,12 @@ def report_user_errors(fn):
             print(f"error: {message}", file=sys.stderr, flush=True)
             log_to_files(message)
             raise SystemExit(code) from None
-        except KeyboardInterrupt:
-            print("error: interrupted (Ctrl-C) before training started: nothing was saved", file=sys.stderr, flush=True)
+        except KeyboardInterrupt as e:
+            saved = str(e.args[0]) if e.args and INTERRUPTED["by_user"] else ""
+            message = ("interrupted (Ctrl-C)" + saved[len("SIGTERM"):] if saved.startswith("SIGTERM")
+                       else "interrupted (Ctrl-C) before a checkpoint could be saved")
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            log_to_files(message)
             raise SystemExit(130) from None
         except OSError as e:
             import errno
@@ -209,11 +213,17 @@ def hydra_entry(config_name: str, sweep: bool = False):
         @functools.wraps(fn)
         def guarded(cfg, *args, **kwargs):
             from transferlab.config.instantiate import widen_allowed_targets
+            from transferlab.errors import Preempted
 
             protect_run_folder()
             install_ctrl_c_handler()
             widen_allowed_targets(cfg)
-            return fn(cfg, *args, **kwargs)
+            try:
+                return fn(cfg, *args, **kwargs)
+            except Preempted as e:
+                if INTERRUPTED["by_user"]:  # Ctrl-C ends a sweep too (a SIGTERM'd sweep job only ends itself)
+                    raise KeyboardInterrupt(str(e)) from None
+                raise
 
         job = guarded
         if sweep:

@@ -31,7 +31,9 @@ def apply_extras(cfg: DictConfig, out: Path) -> None:
         raise ConfigError("tags", list(cfg.get("tags") or []),
                           "a non-empty list in a sweep while extras.enforce_tags=true (e.g. 'tags=[lr_sweep]')")
     if extras.get("print_config"):
-        text = config_tree(cfg)
+        from transferlab.tracking.redact import mask_text
+
+        text = mask_text(config_tree(cfg))  # the resolved config: `${oc.env:...}` secrets are values here
         print(text, flush=True)
         atomic_write_text(out / "config_tree.log", text + "\n")
 

@@ -41,7 +41,7 @@ def summarize(cfg: DictConfig, out: Path, results: dict[str, dict[str, Any]]) ->
         r = results[name]
         acc = r.get("test/acc")
         rows.append({
-            "stage": name, "method": stage_cfg.get("label") or name, "peft": r.get("peft") or "-",
+            "stage": name, "method": stage_cfg.get("label") or name, "peft": r.get("peft") or "-", "lr": r.get("lr"),
             "pretrained": "yes" if r.get("pretrained") else "no",
             "trainable_params": int(r["params/trainable"]), "trainable_pct": round(r["params/trainable_pct"], 2),
             "test_acc": round(acc, 4) if acc is not None else None,

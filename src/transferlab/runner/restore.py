@@ -1,4 +1,4 @@
-"""The one way back from a file to a model: eval, knn, generate and export rebuild through here.
+"""The one way back from a file to a model: eval, knn, generate, export, predict and serve rebuild through here.
 
 A checkpoint (or adapter file) is read as tensors and plain containers only (weights-only
 `torch.load`); the model is rebuilt from the run config stored in it, and only `_target_`s that
@@ -36,6 +36,7 @@ class Restored:
     datamodule: Any
     task: Any = None
     backbone: Any = None
+    preprocessing: dict[str, Any] | None = None  # how raw inputs become model inputs (data/base.py `preprocessing`)
 
 
 def open_checkpoint(path: str | Path, needs: tuple[str, ...] = ("model",)) -> tuple[Path, dict[str, Any], dict[str, Any]]:
@@ -91,18 +92,17 @@ def check_stored_config(stored: dict[str, Any], sections: tuple[str, ...], allow
         node = stored.get(section)
         if node is None and section not in ("model", "task"):
             continue
-        if section == "scheduler" and isinstance(node, dict) and "_target_" not in node:
-            # checkpoints written before schedulers came from `_target_` (name: cosine|constant): plain values,
-            # and a restored model never builds its scheduler
-            _plain_values(node, section, file)
-            continue
-        if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
-            raise CheckpointError(f"{file}: stored config section '{section}' is not a config with a _target_")
+        if not isinstance(node, dict):
+            raise CheckpointError(f"{file}: stored config section '{section}' is not a config (a {type(node).__name__})")
         for key, value in node.items():
             if key.startswith("_") and key not in SECTION_META:
                 raise CheckpointError(f"{file}: stored config key {section}.{key} is refused (only _target_ and _partial_)")
             if key not in SECTION_META:
                 _plain_values(value, f"{section}.{key}", file)
+        if "_target_" not in node and section not in ("model", "task", "data"):
+            continue  # plain settings (an older layout's scheduler): nothing is instantiated from them
+        if not isinstance(node.get("_target_"), str):
+            raise CheckpointError(f"{file}: stored config section '{section}' has no _target_ string")
         try:
             obj = resolve_target(node["_target_"], allowed, f"{section}._target_")
         except ConfigError as e:
@@ -174,15 +174,72 @@ def restore_task(path: str | Path, allowed_targets: list[str], data: Any = None,
 
     An adapter file is loaded onto its pretrained backbone (`pretrained`, else the one recorded in it).
     """
-    from transferlab.adaptation.artifact import is_adapter_file, load_adapter
-
     file, ckpt, stored = open_checkpoint(path, needs=("model", "task"))
     if data is None and not isinstance(stored.get("data"), dict):
         raise CheckpointError(f"{file} stores no data config: pass data=<option>")
     check_stored_config(stored, MODEL_SECTIONS + (("data",) if data is None else ()), tuple(allowed_targets), file)
     cfg = _build_config(stored, allowed_targets, data, MODEL_SECTIONS)
     datamodule = _datamodule(cfg, ckpt, stage, file)
-    spec = datamodule.spec
+    task = _task(cfg, file, ckpt, stored, datamodule.spec, pretrained)
+    return Restored(file, ckpt, stored, datamodule, task=task, backbone=task.backbone)
+
+
+def restore_for_inference(path: str | Path, allowed_targets: list[str], pretrained: str | None = None) -> Restored:
+    """The task of a checkpoint or adapter file and the preprocessing its run trained with, for new inputs.
+
+    The model's shapes and the preprocessing come from the datamodule state stored in the checkpoint
+    (`preprocessing`), so the training data need not be present; a checkpoint written before that
+    state existed sets up its stored data config once to recover it.
+    """
+    file, ckpt, stored = open_checkpoint(path, needs=("model", "task"))
+    preprocessing = stored_preprocessing(ckpt)
+    if preprocessing is None and not isinstance(stored.get("data"), dict):
+        raise CheckpointError(f"{file} stores neither its preprocessing nor a data config to rebuild it from")
+    check_stored_config(stored, MODEL_SECTIONS + (("data",) if preprocessing is None else ()), tuple(allowed_targets), file)
+    cfg = _build_config(stored, allowed_targets, None, MODEL_SECTIONS)
+    datamodule = None
+    if preprocessing is None:
+        datamodule = _datamodule(cfg, ckpt, "fit", file)
+        preprocessing = datamodule.preprocessing()
+    spec = _stored_spec(preprocessing, file)
+    task = _task(cfg, file, ckpt, stored, spec, pretrained)
+    return Restored(file, ckpt, stored, datamodule, task=task, backbone=task.backbone, preprocessing=preprocessing)
+
+
+def stored_preprocessing(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The datamodule's `preprocessing` state saved in a checkpoint (under its class name) or file, if any."""
+    if isinstance(ckpt.get("preprocessing"), dict):  # adapter and merged files keep it at the top
+        return ckpt["preprocessing"]
+    for value in ckpt.values():
+        if isinstance(value, dict) and isinstance(value.get("preprocessing"), dict):
+            return value["preprocessing"]
+    return None
+
+
+def _stored_spec(preprocessing: dict[str, Any], file: Path) -> Any:
+    """The DataSpec a file's preprocessing describes; unknown fields or non-finite statistics are refused."""
+    from dataclasses import fields
+
+    from transferlab.data.spec import DataSpec
+
+    spec = preprocessing.get("spec")
+    known = {f.name for f in fields(DataSpec)}
+    if not isinstance(spec, dict) or not set(spec) <= known or not {"modality", "input_shape", "num_classes"} <= set(spec):
+        raise CheckpointError(f"{file}: the stored preprocessing.spec is not a data spec (fields: {sorted(known)})")
+    bad = _non_finite(preprocessing)
+    if bad:
+        raise CheckpointError(f"{file}: the stored preprocessing.{bad} is not finite (NaN/inf statistics would make "
+                              "every prediction meaningless)")
+    try:
+        return DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+    except TypeError as e:
+        raise CheckpointError(f"{file}: the stored preprocessing.spec does not fit ({e})") from None
+
+
+def _task(cfg: DictConfig, file: Path, ckpt: dict[str, Any], stored: dict[str, Any], spec: Any, pretrained: str | None) -> Any:
+    """Build the task for `spec` and load the file's weights into it (an adapter file onto its pretrained backbone)."""
+    from transferlab.adaptation.artifact import is_adapter_file, load_adapter
+
     backbone = build_backbone(cfg, spec)
     if is_adapter_file(ckpt):
         base = pretrained or ckpt.get("pretrained")
@@ -196,7 +253,7 @@ def restore_task(path: str | Path, allowed_targets: list[str], data: Any = None,
         state = ckpt.get("state_dict") or {}
         check_state_matches(task.state_dict(), state, file, "the rebuilt model", _head_hint(task, state, spec, cfg))
         task.load_state_dict(state)
-    return Restored(file, ckpt, stored, datamodule, task=task, backbone=task.backbone)
+    return task
 
 
 def restore_backbone(path: str | Path, allowed_targets: list[str], data: Any = None, stage: str = "fit") -> Restored:
@@ -222,3 +279,30 @@ def _head_hint(task: Any, state: dict[str, Any], spec: Any, cfg: DictConfig) -> 
         return ""
     name = (cfg.data or {}).get("name") if isinstance(cfg.data, DictConfig) else None
     return f"the checkpoint's head has {trained} classes, data={name} has {spec.num_classes}: set data.classes"
+
+
+def restore_predictor(path: str | Path, allowed_targets: list[str], pretrained: str | None = None, device: str = "cpu",
+                      text_column: str | None = None) -> Any:
+    """An `inference.Predictor`: a classifier run's model in eval mode with its stored preprocessing (predict, serve)."""
+    import torch
+
+    from transferlab.inference.predictor import Predictor
+    from transferlab.inference.preprocess import Preprocessor
+
+    restored = restore_for_inference(path, allowed_targets, pretrained)
+    require_classifier(restored)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    preprocessor = Preprocessor(restored.preprocessing)
+    if text_column:
+        preprocessor.text_column = str(text_column)
+    return Predictor(restored.task, preprocessor, device)
+
+
+def require_classifier(restored: Restored) -> None:
+    """predict, serve and the portable exports need a classification head (supervised or fine-tuned runs)."""
+    if not hasattr(restored.task, "head"):
+        name = (restored.config.get("task") or {}).get("name")
+        raise CheckpointError(f"{restored.file} is a task={name} run without a classification head: predict, serve "
+                              "and export format=onnx|torchscript need a supervised or fine-tuned run "
+                              "(of a pipeline, its finetune/ or linear_probe/ stage folder)")

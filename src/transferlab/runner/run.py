@@ -1,6 +1,8 @@
 """A run of `python -m transferlab.train`: validate, keep secrets out of its files, then one stage or a pipeline."""
 
+import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -24,16 +26,19 @@ def preflight(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Validate every stage before any trains, run, and return the optimized metric (for sweepers)."""
-    preflight(cfg)
     out = Path(str(cfg.paths.output_dir))
-    apply_extras(cfg, out)
-    from transferlab.runner.run_folder import claim, release
+    from transferlab.runner.run_folder import check_resume_matches, claim, clear_for_overwrite, release
     from transferlab.tracking.redact import install_log_filter, redact_files
 
     install_log_filter()
     redact_files(out)
-    claim(cfg, out, pipeline=is_pipeline(cfg))
+    claim(cfg, out, pipeline=is_pipeline(cfg))  # before validation: a finished run folder is refused in a second
     try:
+        preflight(cfg)
+        clear_for_overwrite(cfg, out)
+        apply_extras(cfg, out)
+        if not is_pipeline(cfg) and os.environ.get("LOCAL_RANK", "0") in ("", "0"):
+            check_resume_matches(cfg, out)
         if is_pipeline(cfg):
             from transferlab.runner.pipeline import run_pipeline
 
@@ -44,5 +49,28 @@ def train(cfg: DictConfig) -> float | None:
             summary = run_stage(cfg, out)
     finally:
         release(out)
+    from transferlab.distributed.world import is_global_zero
+
+    if is_global_zero():
+        report_result(summary, out)
     metric = cfg.get("optimized_metric")
     return summary.get(metric) if metric else None
+
+
+def result_line(summary: dict[str, Any], out: Path) -> str:
+    """`result: test/acc=0.8120 test/loss=0.5012 ... gain/finetune=0.1920 -> <run folder>`: the run's main numbers."""
+    shown = [(k, v) for k, v in summary.items() if k.startswith(("test/", "gain/")) and isinstance(v, (int, float))]
+    numbers = " ".join(f"{k}={v:.4f}" for k, v in shown) or "no test metrics"
+    return f"result: {numbers} -> {out}"
+
+
+def report_result(summary: dict[str, Any], out: Path) -> None:
+    """One line on stdout (terminal, a redirected log, a SLURM .out file) and in the run's log file."""
+    import logging
+
+    line = result_line(summary, out)
+    print(line, flush=True)
+    record = logging.LogRecord("transferlab", logging.INFO, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:  # file handlers only: the console has the printed line
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

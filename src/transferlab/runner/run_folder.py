@@ -21,6 +21,11 @@ LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "eval_batch_si
 _held: set[Path] = set()
 
 
+def _get(cfg: DictConfig, key: str) -> Any:
+    """A value before validation: an interpolation that does not resolve reads as None (validation reports it)."""
+    return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+
+
 def _rank_zero() -> bool:
     return all(os.environ.get(k, "0") in ("", "0") for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
@@ -87,7 +92,7 @@ def _release_all() -> None:
 
 
 def check_not_pretrained_folder(cfg: DictConfig, out: Path) -> None:
-    pretrained = OmegaConf.select(cfg, "task.pretrained", default=None)
+    pretrained = _get(cfg, "task.pretrained")
     if not pretrained:
         return
     source, folder = Path(str(pretrained)).expanduser().resolve(), out.resolve()
@@ -98,7 +103,7 @@ def check_not_pretrained_folder(cfg: DictConfig, out: Path) -> None:
 
 
 def check_not_finished(cfg: DictConfig, out: Path) -> None:
-    if cfg.get("resume") or cfg.get("overwrite"):
+    if _get(cfg, "resume") or _get(cfg, "overwrite") is True:
         return
     found = finished_files(out)
     if found:
@@ -114,19 +119,33 @@ def _plain(node: Any) -> Any:
 
 
 def check_resume_matches(cfg: DictConfig, out: Path) -> None:
-    """`resume=auto` continues only the same experiment: seed, model, data, task and peft as the checkpoint's."""
-    if cfg.get("resume") != "auto" or cfg.get("resume_force"):
+    """The checkpoint `resume` names is a readable training checkpoint of the same experiment: for
+    `resume=auto` the same seed, model, data, task and peft; for an explicit file the same model (its
+    weights must fit). `resume_force=true` skips the comparison (never the readability check)."""
+    resume = cfg.get("resume")
+    if not resume:
         return
-    last = out / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        return
-    from transferlab.utils.checkpoint import load_checkpoint
+    from transferlab.errors import CheckpointError
+    from transferlab.utils.checkpoint import load_checkpoint, resolve_checkpoint
 
-    stored = ((load_checkpoint(last).get("hyper_parameters") or {}).get("config")) or {}
+    if resume == "auto":
+        file = out / "checkpoints" / "last.ckpt"
+        if not file.is_file():
+            return
+        sections: tuple[str, ...] = ("seed", "model", "data", "task", "peft")
+    else:
+        file, sections = resolve_checkpoint(resume), ("model",)
+    ckpt = load_checkpoint(file)
+    if not isinstance(ckpt.get("state_dict"), dict) or "optimizer_states" not in ckpt:
+        raise CheckpointError(f"resume={resume!r}: {file} is not a training checkpoint (no optimizer state): resume needs "
+                              "a run's checkpoints/last.ckpt; to start from weights use task=finetune task.pretrained=...")
+    if cfg.get("resume_force") is True:
+        return
+    stored = (ckpt.get("hyper_parameters") or {}).get("config") or {}
     if not isinstance(stored, dict):
         return
     now = _plain(cfg)
-    for section in ("seed", "model", "data", "task", "peft"):
+    for section in sections:
         if section not in stored:
             continue
         before, after = stored.get(section), now.get(section)
@@ -134,26 +153,29 @@ def check_resume_matches(cfg: DictConfig, out: Path) -> None:
             before = {k: v for k, v in before.items() if k not in LOADER_KEYS}
             after = {k: v for k, v in after.items() if k not in LOADER_KEYS}
         if before != after:
-            detail = section
             if isinstance(before, dict) and isinstance(after, dict):
                 keys = sorted({k for k in before.keys() | after.keys() if before.get(k) != after.get(k)})
                 detail = ", ".join(f"{section}.{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys[:3])
             else:
                 detail = f"{section}: {before!r} -> {after!r}"
-            raise UserError(f"resume=auto: this run's config differs from the checkpoint {last} ({detail}); "
+            raise UserError(f"resume={resume}: this run's config differs from the checkpoint {file} ({detail}); "
                             "set resume_force=true to continue anyway, or pick another hydra.run.dir")
 
 
 def claim(cfg: DictConfig, out: Path, pipeline: bool = False) -> None:
-    """Every run-folder check, then the lock (rank 0 only; other ranks share its folder)."""
+    """The run-folder checks the config alone decides, then the lock (rank 0 only; other ranks share its
+    folder). `check_resume_matches` comes after validation (it reads the checkpoint)."""
     if not _rank_zero():
         return
     if not pipeline:
         check_not_pretrained_folder(cfg, out)
     check_not_finished(cfg, out)
     take_lock(out)
-    if not pipeline:
-        check_resume_matches(cfg, out)
-    if cfg.get("overwrite"):
-        for old in [out / "metrics.json", *out.glob("*/metrics.json")]:
-            old.unlink(missing_ok=True)  # a replaced run that then fails leaves no stale result behind
+
+
+def clear_for_overwrite(cfg: DictConfig, out: Path) -> None:
+    """`overwrite=true`, after validation passed: the old results and checkpoints go first, so a replaced run
+    that then fails leaves nothing stale (and Lightning writes no `best-v1.ckpt` beside the old one)."""
+    if _rank_zero() and _get(cfg, "overwrite") is True and not _get(cfg, "resume"):
+        for old in finished_files(out):
+            old.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, open_dict
 
 from transferlab.errors import Preempted, TrainingDiverged
 from transferlab.runner.summary import write_summary
+from transferlab.tracking.summary import log_summary
 
 log = logging.getLogger("transferlab")
 
@@ -34,8 +35,10 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     from transferlab.callbacks.fault_tolerance import keep_logs_for_resume
     from transferlab.callbacks.step_stats import StepStats
+    from transferlab.config.instantiate import to_plain
     from transferlab.distributed.launch import prepare_launch
     from transferlab.distributed.rank_watch import failed_ranks_named, watch_ranks
+    from transferlab.distributed.threads import set_torch_threads
     from transferlab.runner.build import (
         build_backbone,
         build_callbacks,
@@ -45,11 +48,13 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
         build_trainer,
         compile_backbone,
     )
+    from transferlab.runner.provenance import provenance
     from transferlab.tracking.run_id import persistent_run_id
 
     out.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
+    set_torch_threads(cfg)  # this process's share of the cores (sweep jobs and DDP ranks must not fight)
     persistent_run_id(out)  # the tracker's run id (e.g. W&B `id`): a resumed run continues the same run
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -79,6 +84,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
             raise Preempted(f"SIGTERM at step {trainer.global_step}: checkpoint saved in {out / 'checkpoints'}; "
                             "rerun with resume=auto to continue") from None
         fit_s = time.perf_counter() - fit_start
+        last_file = save_final_checkpoint(trainer) if trains else None
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         test_ckpt = cfg.get("test_ckpt", "last") if trains else (ckpt_path or "init")
         results = []
@@ -95,26 +101,59 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
         summary.update({
             "task": cfg.task.name, "kind": getattr(task, "kind", "pretrain"),
             "peft": cfg.peft.name if getattr(task, "kind", "") == "finetune" else None,
-            "data": cfg.data.name, "model": cfg.model.name, "seed": int(cfg.seed),
+            "data": cfg.data.name, "model": cfg.model.name, "seed": int(cfg.seed), "lr": cfg.optimizer.get("lr"),
             "pretrained": str(getattr(task, "pretrained", None) or "") or None,
-            "checkpoint": _relative(_checkpoint_file(trainer, "last"), out), "best_checkpoint": _relative(_checkpoint_file(trainer, "best"), out),
+            **checkpoint_record(out, last_file, _best_checkpoint(trainer)),
             "tested": test_ckpt, "epochs": trainer.current_epoch, "steps": trainer.global_step,
             "time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start,
         })
+        summary.update(provenance(to_plain(cfg), datamodule))
     if trainer.is_global_zero:
         write_summary(out, summary)
-        for lg in loggers:
-            if hasattr(lg, "log_summary"):
-                lg.log_summary(summary)
+        log_summary(loggers, summary)
     return summary
 
 
-def _checkpoint_file(trainer, which: str) -> str | None:
+def save_final_checkpoint(trainer) -> Path:
+    """`last.ckpt` = the weights at the end of training, always.
+
+    ModelCheckpoint writes `last.ckpt` only when it saves (after a validation that can rank the
+    monitor), and FaultTolerance every N steps; neither runs after the final optimizer step in
+    general, so the file could be many steps stale. One explicit save after `fit` (every rank
+    takes part; rank 0 writes) makes it the weights that `trainer.test` just measured.
+    """
+    from transferlab.callbacks.fault_tolerance import last_checkpoint_path
+
+    path = last_checkpoint_path(trainer)
+    trainer.save_checkpoint(path, weights_only=False)
+    return path
+
+
+def _best_checkpoint(trainer) -> str | None:
     cb = trainer.checkpoint_callback
-    if cb is None:
+    return (getattr(cb, "best_model_path", None) or None) if cb is not None else None
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The global step a checkpoint file was written at (memory-mapped: no tensor is read)."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, ValueError):
         return None
-    path = cb.best_model_path if which == "best" else (cb.last_model_path or cb.best_model_path)
-    return path or None
+    step = ckpt.get("global_step") if isinstance(ckpt, dict) else None
+    return int(step) if step is not None else None
+
+
+def checkpoint_record(out: Path, last: str | Path | None, best: str | Path | None) -> dict[str, Any]:
+    """The checkpoint files a summary names, each with the step its weights are from."""
+    record: dict[str, Any] = {}
+    for key, path in (("checkpoint", last), ("best_checkpoint", best)):
+        found = bool(path) and Path(str(path)).is_file()
+        record[key] = _relative(str(path), out) if found else None
+        record[f"{key}_step"] = checkpoint_step(path) if found else None
+    return record
 
 
 def _relative(path: str | None, out: Path) -> str | None:

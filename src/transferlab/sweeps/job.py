@@ -64,6 +64,9 @@ def sweep_job(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         hc = hydra_config()
         job_dir = Path(hc.runtime.output_dir)
         overrides = list(hc.overrides.task)
+        # a rerun of this job (resume=auto after preemption, or the sweep run again after a fix) supersedes an
+        # earlier attempt's failure record: the job's state is what this attempt ends with
+        (job_dir / ERROR_FILE).unlink(missing_ok=True)
         failed = True
         try:
             value = fn(cfg)

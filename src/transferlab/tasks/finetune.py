@@ -27,6 +27,7 @@ class FinetuneTask(ClassifierTask):
         self.adaptation = adaptation
         self.pretrained = pretrained
         self.save_adapter = save_adapter
+        self._frozen_statistics = frozen_statistics(self.backbone)
 
     def on_train_end(self) -> None:
         """With `task.save_adapter`, also write the small adapter file beside last.ckpt."""
@@ -40,14 +41,21 @@ class FinetuneTask(ClassifierTask):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if mode and self.adaptation.frozen_backbone_eval:
-            self.backbone.eval()
+        if mode:
+            self._hold_frozen()
         return self
 
     def on_train_epoch_start(self) -> None:
         # Lightning keeps (and restores) each submodule's mode instead of calling .train(): re-freeze here.
+        self._hold_frozen()
+
+    def _hold_frozen(self) -> None:
+        """Frozen means frozen: the linear probe's whole backbone, and every other method's frozen
+        normalization layers, stay in eval mode, so their running statistics never move."""
         if self.adaptation.frozen_backbone_eval:
             self.backbone.eval()
+        for module in self._frozen_statistics:
+            module.eval()
 
     def param_counts(self) -> dict[str, float]:
         counts = super().param_counts()
@@ -55,3 +63,22 @@ class FinetuneTask(ClassifierTask):
         counts["params/adapter"] = sum(p.numel() for n, p in self.backbone.named_parameters() if n in names)
         counts["params/head"] = sum(p.numel() for p in self.head.parameters())
         return counts
+
+
+def has_running_statistics(module: nn.Module) -> bool:
+    """BatchNorm (and InstanceNorm with track_running_stats): buffers that move in train mode."""
+    return bool(getattr(module, "track_running_stats", False)) and getattr(module, "running_mean", None) is not None
+
+
+def frozen_statistics(backbone: nn.Module) -> list[nn.Module]:
+    """Normalization layers whose statistics must not move: their own weights are (partly) frozen, or,
+    for layers without weights, any backbone weight is frozen (the method is not full fine-tuning)."""
+    all_train = all(p.requires_grad for p in backbone.parameters())
+    out = []
+    for module in backbone.modules():
+        if not has_running_statistics(module):
+            continue
+        own = list(module.parameters(recurse=False))
+        if (own and not all(p.requires_grad for p in own)) or (not own and not all_train):
+            out.append(module)
+    return out

@@ -44,9 +44,11 @@ def check_logger_packages(cfg: DictConfig) -> None:
                               f"needs the '{module}' package (pip install {pip_name}), or choose another logger")
 
 
-def _import(module: str, pip_name: str, preset: str):
-    if _missing(module.split(".")[0]):
-        raise ConfigError("logger", preset, f"needs the '{module.split('.')[0]}' package (pip install {pip_name})")
+def _import(module: str, pip_name: str, preset: str, needs: str | None = None):
+    """`module`, once `needs` (default: its top package) is importable; else one line naming the pip command."""
+    needs = needs or module.split(".")[0]
+    if _missing(needs):
+        raise ConfigError("logger", preset, f"needs the '{needs}' package (pip install {pip_name})")
     return importlib.import_module(module)
 
 
@@ -65,4 +67,11 @@ def mlflow_logger(**kwargs: Any):
     MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE=true, so this sets it (unless already set)."""
     if str(kwargs.get("tracking_uri") or "").startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return _import("pytorch_lightning.loggers", "mlflow-skinny", "mlflow").MLFlowLogger(**kwargs)
+    loggers = _import("pytorch_lightning.loggers", "mlflow-skinny", "mlflow", needs="mlflow")
+    from mlflow.tracking import MlflowClient
+
+    # a fresh store has no experiment yet; creating it here spares every run Lightning's "not found" warning
+    client, name = MlflowClient(tracking_uri=kwargs.get("tracking_uri")), kwargs.get("experiment_name", "lightning_logs")
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=kwargs.get("artifact_location"))
+    return loggers.MLFlowLogger(**kwargs)

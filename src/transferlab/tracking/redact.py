@@ -50,6 +50,11 @@ def redact(node: Any, values: list[str] | None = None) -> Any:
     return node
 
 
+def mask_text(text: str) -> str:
+    """Secret environment values and `secret_key: value` lines of a text (a YAML dump, a config tree) masked."""
+    return _mask_secret_keys(redact_text(text))
+
+
 def redact_files(folder: str | Path, patterns: tuple[str, ...] = (".hydra/*.yaml",)) -> list[Path]:
     """Mask secret values (and `secret_key: value` lines) in a run folder's text files; returns the files changed."""
     from transferlab.utils.io import atomic_write_text

@@ -1,0 +1,118 @@
+"""What a run writes is what it measured: last.ckpt is the final weights, metrics.json names each
+checkpoint with its step, `eval ckpt_path=<run folder>` reproduces the run's test/* exactly (every
+task, every peft method, every pipeline stage), and the pipeline hands off the final pretrained weights."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_cfg
+
+from transferlab.runner.stage import run_stage
+
+# tiny transformer (every task and every peft method fits it); val never at the last epoch, so
+# ModelCheckpoint alone would leave last.ckpt stale
+TINY = ["model=transformer", "model.width=16", "model.depth=1", "model.heads=2", "model.mlp_ratio=2"]
+FAST = ["trainer.enable_progress_bar=false", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "trainer.check_val_every_n_epoch=2", "callbacks.progress_bar=null"]
+TEXT = ["data=bbc_news", "data.max_length=16", "data.tokenizer.vocab_size=300", "data.batch_size=64"]
+PEFT = ["full", "linear_probe", "freeze", "bitfit", "lora", "dora", "ia3", "loha", "lokr", "adapter"]
+
+
+def _default_or_slow(values: list[str], default: set[str]) -> list:
+    """The whole matrix runs under CI's slow marker (~3 min here); a representative row runs by default."""
+    return [v if v in default else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
+def _run(out: Path, overrides: list[str]) -> dict:
+    run_stage(compose_cfg([*TINY, *FAST, *overrides], out), out)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _eval(folder: Path, out: Path, *extra: str) -> dict:
+    from transferlab.eval import evaluate
+
+    cfg = compose_cfg([f"ckpt_path={folder}", "trainer.enable_progress_bar=false", *extra], out, config_name="eval")
+    return evaluate(cfg)
+
+
+def _same_test_metrics(m: dict, got: dict) -> None:
+    tested = {k: v for k, v in m.items() if k.startswith(("test/", "test_"))}
+    assert tested, m
+    assert {k: got.get(k) for k in tested} == tested  # exactly, not approximately
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pre")
+    return out, _run(out, ["task=supervised", "data.classes=[0,1,2]"])
+
+
+def test_last_ckpt_is_the_final_weights_and_summary_names_steps(pretrained):
+    folder, m = pretrained
+    last = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    best = torch.load(folder / "checkpoints" / "best.ckpt", weights_only=True)
+    assert m["steps"] == 6 and last["global_step"] == m["steps"] == m["checkpoint_step"]
+    assert m["checkpoint"] == "checkpoints/last.ckpt" and m["best_checkpoint"] == "checkpoints/best.ckpt"
+    assert best["global_step"] == m["best_checkpoint_step"] == 4  # the one validation (epoch 2 of 3)
+
+
+@pytest.mark.parametrize("case", _default_or_slow(["supervised", "contrastive", "masked", "causal_lm"], {"supervised", "contrastive"}))
+def test_eval_reproduces_every_pretraining_task(case, tmp_path):
+    overrides = {"supervised": ["task=supervised", "data.classes=[0,1,2]"],
+                 "contrastive": ["task=contrastive", "data.classes=[0,1,2]"],
+                 "masked": ["task=masked", "data.classes=[0,1,2]"],
+                 "causal_lm": ["task=causal_lm", *TEXT]}[case]
+    m = _run(tmp_path / "run", overrides)
+    _same_test_metrics(m, _eval(tmp_path / "run", tmp_path / "ev"))
+
+
+@pytest.mark.parametrize("peft", _default_or_slow(PEFT, {"full", "lora"}))
+def test_eval_reproduces_finetuning_with_every_peft_method(peft, pretrained, tmp_path):
+    folder, _ = pretrained
+    m = _run(tmp_path / "run", ["task=finetune", f"peft={peft}", f"task.pretrained={folder}", "data.classes=[3,4]",
+                                "data.labels_per_class=8"])
+    assert m["peft"] == peft
+    _same_test_metrics(m, _eval(tmp_path / "run", tmp_path / "ev"))
+
+
+def test_pipeline_hands_off_final_weights_and_eval_reproduces_every_stage(tmp_path):
+    from transferlab.runner.run import train
+
+    cfg = compose_cfg([*TINY, "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "trainer.limit_train_batches=2",
+                       "trainer.limit_val_batches=1", "task.pretrain_trainer.max_epochs=3",
+                       "+task.pretrain_trainer.check_val_every_n_epoch=2", "task.target_trainer.max_epochs=3",
+                       "task.target_trainer.check_val_every_n_epoch=2", "task.source.classes=[0,1,2]",
+                       "task.target.classes=[3,4]"], tmp_path / "run")
+    train(cfg)
+    run = tmp_path / "run"
+    pre = json.loads((run / "pretrain" / "metrics.json").read_text())
+    assert pre["checkpoint_step"] == pre["steps"] > pre["best_checkpoint_step"]
+    final = torch.load(run / "pretrain" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for stage in ("pretrain", "finetune", "linear_probe", "scratch"):
+        m = json.loads((run / stage / "metrics.json").read_text())
+        _same_test_metrics(m, _eval(run / stage, tmp_path / f"ev_{stage}"))
+    probe = torch.load(run / "linear_probe" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    backbone = [k for k in final if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(final[k], probe[k]) for k in backbone)  # the final pretrained weights
+    fin = json.loads((run / "finetune" / "metrics.json").read_text())
+    assert fin["pretrained"].endswith("pretrain/checkpoints/last.ckpt")
+
+
+def test_handoff_best_is_a_key_and_is_validated(tmp_path):
+    from transferlab.config.stages import stage_config
+    from transferlab.errors import ConfigError
+
+    cfg = compose_cfg(["task.handoff=best"], tmp_path)
+    assert stage_config(cfg, "finetune", tmp_path).task.pretrained == str(tmp_path / "pretrain" / "checkpoints" / "best.ckpt")
+    with pytest.raises(ConfigError, match=r"task.handoff='first' is invalid: last or best"):
+        stage_config(compose_cfg(["task.handoff=first"], tmp_path), "finetune", tmp_path)
+
+
+def test_eval_data_overrides_replace_or_change_the_stored_data(pretrained, tmp_path):
+    folder, m = pretrained
+    other = _eval(folder, tmp_path / "a", "data=mnist1d", "data.classes=[5,6,7]")
+    assert other["data"] == "mnist1d" and other["test/acc"] != m["test/acc"]
+    two = _eval(folder, tmp_path / "b", "+data.classes=[0,1,5]")  # one key of the stored data changed
+    assert two["test/acc"] != m["test/acc"]
