@@ -170,8 +170,9 @@ def test_linear_probe_freezes_backbone_and_trains_head(pretrained, tmp_path):
     pl.seed_everything(fresh.seed, workers=True, verbose=False)
     dm = build_datamodule(fresh)
     dm.setup("fit")
-    init = build_task(fresh, build_backbone(fresh, dm.spec), dm.spec).state_dict()["head.1.weight"]
-    assert init.shape == after["head.1.weight"].shape and not torch.equal(after["head.1.weight"], init)
+    linear = [k for k in after if k.startswith("head.") and k.endswith(".weight")][-1]  # after the feature BatchNorm
+    init = build_task(fresh, build_backbone(fresh, dm.spec), dm.spec).state_dict()[linear]
+    assert init.shape == after[linear].shape and not torch.equal(after[linear], init)
     assert m["params/trainable"] == 128 * 5 + 5 and 0 < m["params/trainable_pct"] < 1
     assert m["pretrained"] and m["peft"] == "linear_probe"
 

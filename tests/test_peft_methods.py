@@ -10,8 +10,9 @@ from torch import nn
 
 from transferlab.backbones.cnn import CNN
 from transferlab.backbones.transformer import Transformer
-from transferlab.config.instantiate import instantiate
+from transferlab.config.instantiate import DEFAULT_ALLOWED
 from transferlab.errors import ConfigError, UserError
+from transferlab.runner.build import build_adaptation
 from transferlab.tasks.optim import build_optimizer
 
 PEFT_DIR = Path(__file__).resolve().parents[1] / "conf" / "peft"
@@ -22,7 +23,7 @@ ALL = sorted(p.stem for p in PEFT_DIR.glob("*.yaml"))
 
 def method(name: str, **overrides):
     node = OmegaConf.merge(OmegaConf.load(PEFT_DIR / f"{name}.yaml"), overrides)
-    return instantiate(node)
+    return build_adaptation(node, DEFAULT_ALLOWED)  # without the method's optimizer defaults
 
 
 def backbone(seed: int = 0) -> Transformer:
@@ -209,7 +210,7 @@ def test_layer_decay_lrs_follow_depth_for_every_method(name):
 def test_every_peft_option_composes_and_attaches():
     for name in ALL:
         cfg = compose_cfg(["task=finetune", "model=transformer", f"peft={name}", "optimizer.layer_decay=0.8"])
-        adaptation = instantiate(cfg.peft)
+        adaptation = build_adaptation(cfg.peft, tuple(cfg.allowed_targets))
         assert adaptation.name == name
         bb = adaptation.attach(backbone())
         assert any(p.requires_grad for p in bb.parameters()) == (name != "linear_probe")

@@ -32,7 +32,8 @@ def merged_payload(task, config: dict[str, Any], preprocessing: dict[str, Any] |
     backbone = adaptation.merge(task.backbone) if adaptation is not None else task.backbone
     state = {f"backbone.{k}": v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
     if hasattr(task, "head"):
-        state.update({f"head.{k}": v.detach().cpu().clone() for k, v in task.head.state_dict().items()})
+        head = adaptation.merge_head(task.head) if adaptation is not None else task.head
+        state.update({f"head.{k}": v.detach().cpu().clone() for k, v in head.state_dict().items()})
     config = dict(config)
     merged_from = (config.get("peft") or {}).get("name")
     config["peft"] = {"_target_": "transferlab.adaptation.full.Full", "name": "full"}

@@ -24,6 +24,14 @@ class Adaptation:
         """Names of parameters this method added to the backbone (none for masking methods)."""
         return []
 
+    def head_prefix(self, feature_dim: int) -> nn.Module | None:
+        """A parameter-free module the task puts before its linear head (None: nothing)."""
+        return None
+
+    def merge_head(self, head: nn.Module) -> nn.Module:
+        """The head with `head_prefix` folded in: the plain (dropout, linear) head a `peft=full` task builds."""
+        return head
+
     def merge(self, backbone: nn.Module) -> nn.Module:
         """Fold the adaptation into plain backbone weights (identity for methods that add nothing)."""
         return backbone

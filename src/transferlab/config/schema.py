@@ -157,6 +157,9 @@ SCHEMA: dict[str, Rule] = {
     "peft.lora_dropout": unit(),
     "peft.dropout": unit(),
     "peft.target_modules": Rule("list", item=Rule("str"), optional=True),
+    "peft.feature_norm": Rule("str", choices=("batchnorm", "none")),
+    "peft.optimizer.lr": Rule("number", lo=0, lo_open=True),
+    "peft.optimizer.weight_decay": Rule("number", lo=0),
     # optimizer / scheduler
     "optimizer.lr": Rule("number", lo=0, lo_open=True),
     "optimizer.weight_decay": Rule("number", lo=0),

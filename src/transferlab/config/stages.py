@@ -19,6 +19,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.config.instantiate import DEFAULT_ALLOWED, task_kind
+
 REPLACED = ("task", "peft")
 # groups whose command-line keys reach every stage (data: refused where a stage sets the key)
 FOLLOW_COMMAND_LINE = ("trainer", "optimizer", "data")
@@ -87,6 +89,10 @@ def stage_config(cfg: DictConfig, name: str, out: Path, overrides: list[str] | N
     for key in REPLACED:
         if key in stage:
             root[key] = stage.pop(key)
+    allowed = tuple(root.get("allowed_targets") or DEFAULT_ALLOWED)
+    if "_target_" in root.get("task", {}) and task_kind(OmegaConf.create(root["task"]), allowed) != "finetune":
+        # a pretraining stage adapts nothing: the fine-tuning method's optimizer defaults are not its own
+        (root.get("peft") or {}).pop("optimizer", None)
     new = OmegaConf.merge(OmegaConf.create(root), OmegaConf.create(stage))
     apply_command_line(cfg, name, new, stage, _given_keys(command_line() if overrides is None else overrides))
     new.paths.output_dir = str(out / name)

@@ -39,6 +39,14 @@ def build_backbone(cfg: DictConfig, spec):
                        vocab_size=spec.vocab_size, pad_id=spec.pad_id)
 
 
+def build_adaptation(peft: DictConfig, allowed: tuple[str, ...]):
+    """The `peft` method; its `optimizer` key holds the method's optimizer defaults (read by the
+    optimizer group's interpolations, see conf/optimizer/adamw.yaml), not constructor arguments."""
+    node = OmegaConf.create(OmegaConf.to_container(peft, resolve=True))
+    node.pop("optimizer", None)
+    return instantiate(node, allowed)
+
+
 def build_task(cfg: DictConfig, backbone, spec, config: dict[str, Any] | None = None, pretrained: Any = "config"):
     """The task's LightningModule; fine-tuning tasks also get the `peft` adaptation."""
     allowed = allowed_targets(cfg)
@@ -48,7 +56,7 @@ def build_task(cfg: DictConfig, backbone, spec, config: dict[str, Any] | None = 
     kwargs: dict[str, Any] = dict(backbone=backbone, spec=spec, optimizer=to_plain(cfg.optimizer),
                                   scheduler=to_plain(cfg.scheduler), run_config=config if config is not None else redact(to_plain(cfg)))
     if task_kind(cfg.task, allowed) == "finetune":
-        kwargs["adaptation"] = instantiate(cfg.peft, allowed)
+        kwargs["adaptation"] = build_adaptation(cfg.peft, allowed)
         if pretrained != "config":
             kwargs["pretrained"] = pretrained
     task_node = OmegaConf.create(OmegaConf.to_container(cfg.task, resolve=True))
@@ -101,6 +109,6 @@ def dry_build_later_stages(cfg: DictConfig) -> None:
             datamodule = build_datamodule(stage)
             datamodule.setup("fit")
             if "_target_" in stage.task and task_kind(stage.task, allowed_targets(stage)) == "finetune" and peft_targets:
-                instantiate(stage.peft, allowed_targets(stage)).attach(build_backbone(stage, datamodule.spec))
+                build_adaptation(stage.peft, allowed_targets(stage)).attach(build_backbone(stage, datamodule.spec))
         except ConfigError as e:
             raise ConfigError(e.key, e.value, f"{e.valid} (in pipeline stage '{name}')") from None

@@ -21,6 +21,9 @@ class FinetuneTask(ClassifierTask):
             load_backbone(backbone, pretrained)
         backbone = adaptation.attach(backbone)
         super().__init__(backbone, *args, **kwargs)
+        prefix = adaptation.head_prefix(self.backbone.feature_dim)
+        if prefix is not None:  # e.g. the linear probe's feature BatchNorm: head = (norm, dropout, linear)
+            self.head = nn.Sequential(prefix, *self.head)
         self.adaptation = adaptation
         self.pretrained = pretrained
         self.save_adapter = save_adapter

@@ -60,30 +60,50 @@ class MaskedTask(SSLTask):
         self.decoder_norm = nn.LayerNorm(dw)
         self.decoder_pred = nn.Linear(dw, self.backbone.patch_dim)
 
-    def _mae(self, x: torch.Tensor, generator: torch.Generator | None):
-        bb = self.backbone
-        target = bb.patchify(x)
-        tokens = bb.embed(x)
-        b, t, w = tokens.shape
+    def random_masking(self, b: int, t: int, device: torch.device, generator: torch.Generator | None):
+        """A random permutation per example: its first `keep` positions stay visible.
+        Returns (order, restore, keep, masked) with masked[i, j] = 1.0 where patch j is hidden."""
         keep = min(t - 1, max(1, round(t * (1 - self.mask_ratio))))
-        order = torch.rand(b, t, device=x.device, generator=generator).argsort(1)
+        order = torch.rand(b, t, device=device, generator=generator).argsort(1)
         restore = order.argsort(1)
-        visible = tokens.gather(1, order[:, :keep, None].expand(-1, -1, w))
-        latent = self.decoder_embed(bb.encode(visible))
-        d = latent.shape[-1]
+        return order, restore, keep, (restore >= keep).float()  # hidden iff its rank in `order` >= keep
+
+    def encode_visible(self, x: torch.Tensor, order: torch.Tensor, keep: int) -> torch.Tensor:
+        """The encoder sees [CLS] + the visible patches only (with their positions): (B, 1 + keep, width)."""
+        tokens = self.backbone.embed(x)
+        visible = tokens.gather(1, order[:, :keep, None].expand(-1, -1, tokens.shape[-1]))
+        return self.backbone.encode(visible)
+
+    def decode(self, latent: torch.Tensor, restore: torch.Tensor, keep: int) -> torch.Tensor:
+        """Mask tokens fill the hidden positions; decoder positions are added; (B, T, patch_dim)."""
+        latent = self.decoder_embed(latent)
+        b, t, d = latent.shape[0], restore.shape[1], latent.shape[-1]
         filled = torch.cat([latent[:, 1:], self.mask_token.expand(b, t - keep, -1)], dim=1)
         filled = filled.gather(1, restore[..., None].expand(-1, -1, d))
         h = torch.cat([latent[:, :1], filled], dim=1) + self.decoder_pos
         for block in self.decoder_blocks:
             h = block(h)
-        pred = self.decoder_pred(self.decoder_norm(h))[:, 1:]
-        masked = (restore >= keep).to(pred.dtype)  # position i was masked iff its rank in `order` >= keep
+        return self.decoder_pred(self.decoder_norm(h))[:, 1:]
+
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        """The patches to reconstruct; with `norm_pix_loss`, each patch normalised to mean 0, variance 1."""
+        target = self.backbone.patchify(x)
         if self.norm_pix_loss:
             mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
             target = (target - mean) / (var + 1e-6).sqrt()
+        return target
+
+    @staticmethod
+    def masked_loss(pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over the hidden patches only."""
         per_patch = ((pred - target) ** 2).mean(-1)
-        n = masked.sum()
-        return (per_patch * masked).sum() / n, int(n), None
+        return (per_patch * masked).sum() / masked.sum()
+
+    def _mae(self, x: torch.Tensor, generator: torch.Generator | None):
+        t = self.backbone.num_patches
+        order, restore, keep, masked = self.random_masking(x.shape[0], t, x.device, generator)
+        pred = self.decode(self.encode_visible(x, order, keep), restore, keep)
+        return self.masked_loss(pred, self.targets(x), masked.to(pred.dtype)), int(masked.sum()), None
 
     # -- MLM -------------------------------------------------------------------------------------
     def _init_mlm(self, mlm: dict[str, Any], width: int) -> None:

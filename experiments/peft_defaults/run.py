@@ -1,0 +1,140 @@
+"""Per-method fine-tuning defaults: sweep each `peft=` method's lr on the validation split.
+
+Protocol (the issue's): the default transformer pretrained with `task=supervised` on MNIST-1D
+classes 0-4 (`trainer.max_epochs=15`, as `task=transfer` does), then fine-tuned on classes 5-9 with
+all labels (`trainer.max_epochs=60`, as the pipeline's target stages). Every (method, lr) is a
+`task=finetune` run; the lr each method gets as its default (`peft.optimizer.lr`) is the one with
+the best mean `val/acc`; test accuracy is only reported.
+
+    nice python experiments/peft_defaults/run.py --seeds 0 --methods full lora --lrs 1e-3 3e-3 1e-2
+    python experiments/peft_defaults/run.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CONF = ROOT / "conf"
+SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
+BASE = ["model=transformer", "data=mnist1d"]
+METHODS = {  # name -> peft overrides
+    "full": ["peft=full"],
+    "lora": ["peft=lora", "peft.r=2", "peft.alpha=4"],
+    "dora": ["peft=dora"],
+    "ia3": ["peft=ia3"],
+    "adapter": ["peft=adapter"],
+    "bitfit": ["peft=bitfit"],
+}
+FIELDS = ["method", "lr", "seed", "epochs", "val_acc", "test_acc", "trainable_pct", "wall_s"]
+
+
+def compose(overrides: list[str], out: Path):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=[*overrides, f"paths.output_dir={out}"])
+
+
+def run(overrides: list[str], out: Path) -> dict:
+    from transferlab.runner.run import train
+
+    if not (out / "metrics.json").is_file():
+        train(compose([*overrides, "trainer.enable_progress_bar=false"], out))
+    return json.loads((out / "metrics.json").read_text())
+
+
+def study(work: Path, seeds: list[int], methods: list[str], lrs: list[float], epochs: int) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+    for seed in seeds:
+        pre = work / f"seed{seed}" / "pretrain"
+        run(["task=supervised", *BASE, f"seed={seed}", f"data.classes={SOURCE}", "trainer.max_epochs=15"], pre)
+        for method in methods:
+            for lr in lrs:
+                t0 = time.perf_counter()
+                m = run(["task=finetune", *BASE, *METHODS[method], f"seed={seed}", f"task.pretrained={pre}",
+                         f"data.classes={TARGET}", f"trainer.max_epochs={epochs}", "trainer.check_val_every_n_epoch=10",
+                         f"optimizer.lr={lr}"], work / f"seed{seed}" / f"{method}-lr{lr}-e{epochs}")
+                rows.append({"method": method, "lr": lr, "seed": seed, "epochs": epochs, "val_acc": round(m["val/acc"], 4),
+                             "test_acc": round(m["test/acc"], 4), "trainable_pct": round(m.get("params/trainable_pct", 0), 2),
+                             "wall_s": round(m.get("time/wall_s", time.perf_counter() - t0), 1)})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def ci95(v: list[float]) -> float:
+    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}.get(len(v), 1.96)
+    return t * statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else float("nan")
+
+
+def report(rows: list[dict]) -> str:
+    def ms(v: list[float]) -> str:
+        return f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+
+    lines = ["| method | lr | epochs | seeds | trainable % | val acc | test acc | test − full (same seeds, best-val lr of full) |",
+             "|---|---|---|---|---|---|---|---|"]
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["method"], float(r["lr"]), int(r["epochs"])), {})[int(r["seed"])] = r
+    best_full = {}
+    for (method, _lr, ep), by_seed in cells.items():
+        if method == "full":
+            val = statistics.mean(float(r["val_acc"]) for r in by_seed.values())
+            if ep not in best_full or val > best_full[ep][0]:
+                best_full[ep] = (val, by_seed)
+    for (method, lr, ep), by_seed in sorted(cells.items(), key=lambda kv: (kv[0][0] != "full", kv[0])):
+        full = best_full.get(ep, (None, {}))[1]
+        seeds = sorted(set(by_seed) & set(full))
+        diff = [100 * (float(by_seed[s]["test_acc"]) - float(full[s]["test_acc"])) for s in seeds]
+        d = (f"{statistics.mean(diff):+.1f} ± {statistics.stdev(diff):.1f} (95 % CI ± {ci95(diff):.1f})" if len(diff) > 1
+             else f"{diff[0]:+.1f}" if diff else "-")
+        lines.append(f"| {method} | {lr:g} | {ep} | {len(by_seed)} | {float(next(iter(by_seed.values()))['trainable_pct']):.1f} | "
+                     f"{ms([100 * float(r['val_acc']) for r in by_seed.values()])} | "
+                     f"{ms([100 * float(r['test_acc']) for r in by_seed.values()])} | {d} |")
+    table = "\n".join(lines)
+    (HERE / "table.md").write_text(table + "\n")
+    return table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", default=str(ROOT / "outputs" / "studies" / "peft_defaults"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=["full", "lora"], choices=list(METHODS))
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    os.environ.setdefault("TRANSFERLAB_CACHE", str(Path(args.workdir) / "cache"))
+    results = HERE / "results.csv"
+    old = list(csv.DictReader(open(results))) if results.is_file() else []
+    if not args.report_only:
+        new = study(Path(args.workdir), args.seeds, args.methods, args.lrs, args.epochs)
+        key = lambda r: (r["method"], float(r["lr"]), str(r["seed"]), str(r["epochs"]))  # noqa: E731
+        done = {key(r) for r in new}
+        rows = [r for r in old if key(r) not in done] + new
+        with open(results, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            w.writeheader()
+            w.writerows({k: r.get(k) for k in FIELDS} for r in rows)
+    print(report(list(csv.DictReader(open(results)))))
+
+
+if __name__ == "__main__":
+    main()

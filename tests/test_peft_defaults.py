@@ -1,0 +1,54 @@
+"""Each `peft=` method may carry its own optimizer defaults (`peft.optimizer`); overrides still win."""
+
+import pytest
+
+from transferlab.runner.build import build_adaptation
+
+FT = ["task=finetune", "model=transformer"]
+
+
+def test_method_default_applies_and_the_command_line_wins(compose_fn):
+    cfg = compose_fn([*FT, "peft=linear_probe", "+peft.optimizer.lr=0.05", "+peft.optimizer.weight_decay=0.0"])
+    assert cfg.optimizer.lr == pytest.approx(0.05) and cfg.optimizer.weight_decay == 0.0
+    cfg = compose_fn([*FT, "peft=linear_probe", "+peft.optimizer.lr=0.05", "optimizer.lr=1e-4"])
+    assert cfg.optimizer.lr == pytest.approx(1e-4)
+
+
+def test_without_a_method_default_the_optimizer_group_decides(compose_fn):
+    for over in (["task=supervised"], ["task=masked", "model=transformer"], [*FT, "peft=full"]):
+        cfg = compose_fn(over)
+        assert cfg.get("peft", {}).get("optimizer") is None
+        assert cfg.optimizer.lr == pytest.approx(3e-3) and cfg.optimizer.weight_decay == pytest.approx(0.01)
+
+
+def test_every_methods_defaults_are_optimizer_keys_not_constructor_arguments(compose_fn):
+    for method in ("full", "linear_probe", "lora", "dora", "ia3", "adapter", "bitfit"):
+        cfg = compose_fn([*FT, f"peft={method}"])
+        extra = set((cfg.peft.get("optimizer") or {}).keys()) - {"lr", "weight_decay"}
+        assert not extra, f"peft={method}: optimizer defaults other than lr/weight_decay: {extra}"
+        build_adaptation(cfg.peft, tuple(cfg.allowed_targets))  # `optimizer` is not passed to the constructor
+
+
+def test_pipeline_stages_take_the_method_default_only_where_they_fine_tune(compose_fn, tmp_path):
+    from transferlab.config.stages import stage_config
+
+    cfg = compose_fn(["model=transformer", "peft=lora", "peft.optimizer.lr=0.05", "~task.finetune_optimizer.lr"])
+    lrs = {name: stage_config(cfg, name, tmp_path).optimizer.lr for name in cfg.task.stages}
+    assert lrs["finetune"] == pytest.approx(0.05)      # the method's default
+    assert lrs["pretrain"] == pytest.approx(3e-3)      # pretraining adapts nothing: the optimizer group
+    assert lrs["scratch"] == pytest.approx(3e-3)       # peft=full: no method default
+    assert lrs["linear_probe"] == pytest.approx(1e-2)  # the stage's own optimizer key wins
+
+
+def test_method_defaults_pass_validation_and_bad_ones_are_refused(compose_fn, tmp_path):
+    from transferlab.config.validate import validate, validate_config_only
+    from transferlab.errors import ConfigError
+
+    validate(compose_fn([*FT, "peft=lora", "peft.optimizer.lr=0.01"], tmp_path))  # a known key of peft
+    with pytest.raises(ConfigError, match="peft.optimizer.lr"):
+        validate_config_only(compose_fn([*FT, "peft=lora", "peft.optimizer.lr=-1"], tmp_path))
+
+
+def test_lora_carries_its_swept_lr(compose_fn):
+    cfg = compose_fn([*FT, "peft=lora"])
+    assert cfg.optimizer.lr == pytest.approx(1e-2)  # experiments/peft_defaults: best validation accuracy
