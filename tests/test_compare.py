@@ -160,3 +160,22 @@ def test_many_differing_keys_nan_runs_unknown_sort_and_a_constant_x(tmp_path, ca
     assert "sort=test/accuracy is not a metric of these runs; valid: " in capsys.readouterr().err
     png = root / "compare.png"
     assert png.is_file() and png.stat().st_size > 10_000  # the bar chart (x = trainable % is 100 for all)
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("truncated", '{"test/acc": 0.5', "metrics.json is not readable (JSONDecodeError"),
+    ("not_a_dict", "[1, 2]", "metrics.json holds a list, not a dict"),
+    ("binary", "\udcff".encode("utf-8", "surrogateescape").decode("latin-1") * 3, "metrics.json is not readable"),
+])
+def test_a_corrupt_metrics_file_marks_its_run_failed_and_the_rest_compare(tmp_path, name, text, expected):
+    from transferlab.analysis.runs import load_runs
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.json").write_text(text, encoding="latin-1")
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "metrics.json").write_text('{"test/acc": 0.7}')
+    runs = {r.name: r for r in load_runs([tmp_path])}
+    assert (runs["bad"].status, runs["bad"].reason) == ("failed", "unreadable")
+    assert expected in runs["bad"].error
+    assert (runs["good"].status, runs["good"].metrics) == ("ok", {"test/acc": 0.7})
+    assert main([str(tmp_path), "no_plot=true"]) == 0

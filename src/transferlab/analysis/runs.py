@@ -103,19 +103,40 @@ def read_run(folder: Path, root: Path | None = None) -> Run:
         except ValueError:
             run.name = str(folder)
     run.name = run.name if run.name not in ("", ".") else folder.name
-    over = folder / OVERRIDES_FILE
-    if over.is_file():
-        run.overrides = parse_overrides(yaml.safe_load(over.read_text()) or [])
-    if (folder / SUMMARY_FILE).is_file():
-        run.metrics = json.loads((folder / SUMMARY_FILE).read_text())
-    if (folder / ERROR_FILE).is_file():
-        err = json.loads((folder / ERROR_FILE).read_text())
+    try:
+        over = folder / OVERRIDES_FILE
+        if over.is_file():
+            run.overrides = parse_overrides(_read(over, yaml.safe_load, list))
+        if (folder / SUMMARY_FILE).is_file():
+            run.metrics = _read(folder / SUMMARY_FILE, json.loads, dict)
+        err = _read(folder / ERROR_FILE, json.loads, dict) if (folder / ERROR_FILE).is_file() else None
+    except UnreadableRunFile as e:  # one broken file marks its run failed; the other runs still compare
+        run.status, run.reason, run.error = "failed", "unreadable", str(e)
+        return run
+    if err is not None:
         run.status, run.reason, run.error = "failed", err.get("reason"), err.get("error")
     elif not run.metrics:
         run.status = "incomplete"
     elif bad := non_finite_metrics(run.metrics):
         run.status, run.reason, run.error = "failed", "non-finite", f"{', '.join(bad)} not finite"
     return run
+
+
+class UnreadableRunFile(Exception):
+    """A run folder's metrics.json / error.json / overrides.yaml is corrupt or of the wrong shape."""
+
+
+def _read(path: Path, parse, kind: type):
+    """`parse(text)` of a run file, which must be a `kind` (an empty overrides file is an empty list)."""
+    try:
+        value = parse(path.read_text())
+    except Exception as e:  # noqa: BLE001 - OSError, UnicodeDecodeError and json/yaml parse errors alike
+        raise UnreadableRunFile(f"{path} is not readable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if value is None and kind is list:
+        return []
+    if not isinstance(value, kind):
+        raise UnreadableRunFile(f"{path} holds a {type(value).__name__}, not a {kind.__name__}")
+    return value
 
 
 def non_finite_metrics(metrics: dict[str, Any]) -> list[str]:
