@@ -107,7 +107,7 @@ def test_probe_reads_pooled_features_of_the_full_unmasked_input():
 
 def test_linear_probe_normalises_features_without_trainable_parameters():
     backbone = Transformer(SPEC.input_shape, width=32, depth=2, heads=4, patch_size=4)
-    task = FinetuneTask(backbone, SPEC, OPT, SCHED, name="finetune", adaptation=LinearProbe("linear_probe"))
+    task = FinetuneTask(backbone, SPEC, OPT, SCHED, name="finetune", adaptation=LinearProbe("linear_probe", feature_norm="batchnorm"))
     assert isinstance(task.head[0], nn.BatchNorm1d) and not task.head[0].affine
     trainable = [n for n, p in task.named_parameters() if p.requires_grad]
     assert trainable == ["head.2.weight", "head.2.bias"]
@@ -120,7 +120,7 @@ def test_linear_probe_normalises_features_without_trainable_parameters():
 
 def test_linear_probe_head_folds_into_a_plain_linear_for_export():
     backbone = Transformer(SPEC.input_shape, width=32, depth=2, heads=4, patch_size=4)
-    probe = LinearProbe("linear_probe")
+    probe = LinearProbe("linear_probe", feature_norm="batchnorm")
     task = FinetuneTask(backbone, SPEC, OPT, SCHED, name="finetune", adaptation=probe)
     x = torch.randn(64, 1, 40)
     task.train()

@@ -76,6 +76,8 @@ def test_a_users_config_folder_on_the_search_path_adds_options_and_allowed_targe
 def test_wheel_installed_in_a_fresh_venv_runs_the_example_from_outside_the_repository(tmp_path):
     """Build a wheel, install it (not editable) in a new virtualenv that reuses this environment's packages,
     offline; install the example project the same way; train its experiment from a folder outside the repo."""
+    build_leftovers = [ROOT / "src" / "transferlab.egg-info", ROOT / "build"]  # an editable install makes the first
+    existed = [p.exists() for p in build_leftovers]
     src = tmp_path / "src_copy"  # build from a copy: an in-tree build would leave build/ and *.egg-info behind
     for name in ("src", "conf"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -120,4 +122,4 @@ def test_wheel_installed_in_a_fresh_venv_runs_the_example_from_outside_the_repos
     assert "INFO" not in run.stdout + run.stderr and "Tip:" not in run.stdout + run.stderr  # the quiet console
     log = (work / "run" / "train.log").read_text()
     assert "[INFO] GPU available" in log and "Tip:" not in log  # INFO kept in the run's log file, adverts in neither
-    assert not (ROOT / "src" / "transferlab.egg-info").exists() and not (ROOT / "build").exists()
+    assert [p.exists() for p in build_leftovers] == existed  # the wheel build left nothing in the checkout

@@ -18,7 +18,7 @@ FEATURE_NORMS = ("batchnorm", "none")
 class LinearProbe(Adaptation):
     frozen_backbone_eval = True
 
-    def __init__(self, name: str, feature_norm: str = "batchnorm"):
+    def __init__(self, name: str, feature_norm: str = "none"):
         super().__init__(name)
         if feature_norm not in FEATURE_NORMS:
             raise ConfigError("peft.feature_norm", feature_norm, " or ".join(FEATURE_NORMS))

@@ -84,7 +84,8 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
             raise Preempted(f"SIGTERM at step {trainer.global_step}: checkpoint saved in {out / 'checkpoints'}; "
                             "rerun with resume=auto to continue") from None
         fit_s = time.perf_counter() - fit_start
-        last_file = save_final_checkpoint(trainer) if trains else None
+        # no checkpoint callback (callbacks=none): the user asked for no checkpoint files
+        last_file = save_final_checkpoint(trainer) if trains and trainer.checkpoint_callback is not None else None
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         test_ckpt = cfg.get("test_ckpt", "last") if trains else (ckpt_path or "init")
         results = []
