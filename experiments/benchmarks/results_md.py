@@ -161,8 +161,8 @@ def inspect_section(out: list[str]) -> None:
     out += ["## 6. `python -m transferlab.inspect` time (`inspect_time.py`)", "",
             f"Command: `python {d['command']}` ({d['machine'].get('date')}, 1-min load {d['load_start']:.1f}-{d['load_end']:.1f}), "
             f"{len(d['rows'])} fresh interpreters, command -> exit: median {s['median_s']:.1f} s wall (min {s['min_s']:.1f}, "
-            f"max {s['max_s']:.1f}), median {s['median_cpu_s']:.1f} CPU-seconds. Wall time under this load is mostly waiting "
-            "for the cores; the CPU seconds are the steadier figure.", ""]
+            f"max {s['max_s']:.1f}), median {s['median_cpu_s']:.1f} CPU-seconds (target: under a minute on the quickstart's "
+            "fine-tune stage).", ""]
 
 
 def serve_section(out: list[str]) -> None:
