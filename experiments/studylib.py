@@ -166,16 +166,16 @@ def rows_of(jobs: Sequence[Job], results: dict[str, dict[str, Any]], keys: Seque
     return rows
 
 
-def save_rows(rows: list[dict[str, Any]], here: Path, meta: dict[str, Any]) -> None:
-    """results.json (rows + how they were made) and results.csv (the same rows)."""
-    (here / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
-    write_csv(here / "results.csv", rows)
+def save_rows(rows: list[dict[str, Any]], here: Path, meta: dict[str, Any], name: str = "results") -> None:
+    """<name>.json (rows + how they were made) and <name>.csv (the same rows)."""
+    (here / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
+    write_csv(here / f"{name}.csv", rows)
 
 
 def save_study(here: Path, rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float, steps: int,
-               **extra: Any) -> None:
+               name: str = "results", **extra: Any) -> None:
     """save_rows with the metadata every study records: seeds, jobs, wall time, command."""
-    save_rows(rows, here, {"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(seconds, 1), "smoke": args.smoke, **extra,
+    save_rows(rows, here, name=name, meta={"seeds": args.seeds, "jobs": args.jobs, "wall_s": round(seconds, 1), "smoke": args.smoke, **extra,
                            "steps": 20 if args.smoke else steps, "command": " ".join(sys.argv), "override": args.override})
 
 

@@ -212,10 +212,8 @@ def main() -> None:
                 run_stages(pre, down, work, args)
             rows = inspect_runs(targets_of(down, args.seeds, work, bbc), args.seeds,
                                 lambda path, seed: random_init_rows(path, seed, train, data))
-        save_study(OUT, rows, args, t.seconds, 0, model="transformer" if bbc else args.model, data=args.data)
-        if stem:
-            for name in ("results.json", "results.csv"):
-                (OUT / name).rename(OUT / name.replace("results", f"results{stem}"))
+        save_study(OUT, rows, args, t.seconds, 0, name=f"results{stem}", model="transformer" if bbc else args.model,
+                   data=args.data)  # its own file: the other models' results stay
     data = json.loads((OUT / f"results{stem}.json").read_text())
     rows, meta = data["rows"], data["meta"]
     table = report(rows, meta)
