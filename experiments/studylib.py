@@ -121,6 +121,25 @@ def collect(jobs: Sequence[Job], work: Path) -> dict[str, dict[str, Any]]:
     return {j.name: json.loads((work / j.name / "metrics.json").read_text()) for j in jobs if (work / j.name / "metrics.json").is_file()}
 
 
+def compose_train(overrides: Sequence[str], out: Path):
+    """The train config with `overrides`, writing into `out`, through Hydra's compose API (no run folder of Hydra's)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"paths.output_dir={out}"])
+
+
+def train_once(overrides: Sequence[str], out: Path) -> dict[str, Any]:
+    """One run in this process, skipped when `out/metrics.json` exists (a study resumes); its metrics."""
+    from transferlab.runner.run import train
+
+    if not (out / "metrics.json").is_file():
+        train(compose_train([*overrides, "trainer.enable_progress_bar=false"], out))
+    return json.loads((out / "metrics.json").read_text())
+
+
 def _in_process(job: Job, work: Path, extra: Sequence[str]) -> tuple[str, dict[str, Any] | None]:
     """The same run through Hydra's compose API and run.train, in this process."""
     out = work / job.name
@@ -128,15 +147,10 @@ def _in_process(job: Job, work: Path, extra: Sequence[str]) -> tuple[str, dict[s
     if not metrics.is_file():
         import traceback
 
-        from hydra import compose, initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
-
         from transferlab.runner.run import train
 
-        GlobalHydra.instance().clear()
         overrides = [*job.overrides, *extra, "trainer.enable_progress_bar=false"]
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, f"paths.output_dir={out}"])
+        cfg = compose_train(overrides, out)
         # what Hydra writes for a CLI run: `python -m transferlab.compare <workdir>` then groups study runs too
         (out / ".hydra").mkdir(parents=True, exist_ok=True)
         (out / ".hydra" / "overrides.yaml").write_text("".join(f"- {json.dumps(o)}\n" for o in overrides))

@@ -24,7 +24,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-CONF = ROOT / "conf"
+sys.path.insert(0, str(HERE.parent))
+
+from studylib import train_once  # noqa: E402
+
 LABELS = 20
 BASE = ["model=transformer", "data=mnist1d"]
 # probe variants: name -> overrides of the probe run (the first is the default `peft=linear_probe`)
@@ -38,25 +41,6 @@ PROBES = {
 FIELDS = ["variant", "seed", "backbone", "probe", "val_acc", "test_acc", "pretrain_wall_s", "pretrain_overrides"]
 
 
-def compose(overrides: list[str], out: Path):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=[*overrides, f"paths.output_dir={out}"])
-
-
-def run(overrides: list[str], out: Path) -> dict:
-    """One training run in-process (skipped when its metrics.json exists: the study resumes)."""
-    from transferlab.runner.run import train
-
-    if not (out / "metrics.json").is_file():
-        train(compose([*overrides, "trainer.enable_progress_bar=false"], out))
-    return json.loads((out / "metrics.json").read_text())
-
-
 def study(work: Path, variant: str, seeds: list[int], pretrain: list[str], probes: list[str]) -> list[dict]:
     import torch
 
@@ -64,12 +48,12 @@ def study(work: Path, variant: str, seeds: list[int], pretrain: list[str], probe
     rows = []
     for seed in seeds:
         out = work / variant / f"seed{seed}" / "pretrain"
-        m = run(["task=masked", *BASE, f"seed={seed}", *pretrain], out)
+        m = train_once(["task=masked", *BASE, f"seed={seed}", *pretrain], out)
         wall = round(m.get("time/wall_s", 0.0), 1)
         for backbone, pre in [("masked", [f"task.pretrained={out}"]), ("random", [])]:
             for probe in probes:
                 folder = (work / variant if backbone == "masked" else work / "random") / f"seed{seed}" / f"probe-{probe}"
-                p = run(["task=finetune", "peft=linear_probe", *BASE, f"seed={seed}", f"data.labels_per_class={LABELS}",
+                p = train_once(["task=finetune", "peft=linear_probe", *BASE, f"seed={seed}", f"data.labels_per_class={LABELS}",
                          *pre, *PROBES[probe]], folder)
                 rows.append({"variant": variant, "seed": seed, "backbone": backbone, "probe": probe,
                              "val_acc": round(p["val/acc"], 4), "test_acc": round(p["test/acc"], 4),

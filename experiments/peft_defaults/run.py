@@ -24,7 +24,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-CONF = ROOT / "conf"
+sys.path.insert(0, str(HERE.parent))
+
+from studylib import train_once  # noqa: E402
+
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 BASE = ["model=transformer", "data=mnist1d"]
 METHODS = {  # name -> peft overrides
@@ -38,24 +41,6 @@ METHODS = {  # name -> peft overrides
 FIELDS = ["method", "lr", "seed", "epochs", "val_acc", "test_acc", "trainable_pct", "wall_s"]
 
 
-def compose(overrides: list[str], out: Path):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=[*overrides, f"paths.output_dir={out}"])
-
-
-def run(overrides: list[str], out: Path) -> dict:
-    from transferlab.runner.run import train
-
-    if not (out / "metrics.json").is_file():
-        train(compose([*overrides, "trainer.enable_progress_bar=false"], out))
-    return json.loads((out / "metrics.json").read_text())
-
-
 def study(work: Path, seeds: list[int], methods: list[str], lrs: list[float], epochs: int) -> list[dict]:
     import torch
 
@@ -63,11 +48,11 @@ def study(work: Path, seeds: list[int], methods: list[str], lrs: list[float], ep
     rows = []
     for seed in seeds:
         pre = work / f"seed{seed}" / "pretrain"
-        run(["task=supervised", *BASE, f"seed={seed}", f"data.classes={SOURCE}", "trainer.max_epochs=15"], pre)
+        train_once(["task=supervised", *BASE, f"seed={seed}", f"data.classes={SOURCE}", "trainer.max_epochs=15"], pre)
         for method in methods:
             for lr in lrs:
                 t0 = time.perf_counter()
-                m = run(["task=finetune", *BASE, *METHODS[method], f"seed={seed}", f"task.pretrained={pre}",
+                m = train_once(["task=finetune", *BASE, *METHODS[method], f"seed={seed}", f"task.pretrained={pre}",
                          f"data.classes={TARGET}", f"trainer.max_epochs={epochs}", "trainer.check_val_every_n_epoch=10",
                          f"optimizer.lr={lr}"], work / f"seed{seed}" / f"{method}-lr{lr}-e{epochs}")
                 rows.append({"method": method, "lr": lr, "seed": seed, "epochs": epochs, "val_acc": round(m["val/acc"], 4),
