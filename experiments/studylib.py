@@ -213,6 +213,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
+def ci95(values: Sequence[float]) -> float:
+    """Half-width of the 95 % t-interval of the mean (nan for one value)."""
+    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}.get(len(values), 1.96)
+    return t * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+
+
 def fmt(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
     m, s = mean_std(values)
     if m != m:

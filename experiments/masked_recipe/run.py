@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import train_once  # noqa: E402
+from studylib import ci95, train_once, write_csv  # noqa: E402
 
 LABELS = 20
 BASE = ["model=transformer", "data=mnist1d"]
@@ -60,12 +60,6 @@ def study(work: Path, variant: str, seeds: list[int], pretrain: list[str], probe
                              "pretrain_wall_s": wall if backbone == "masked" else "", "pretrain_overrides": " ".join(pretrain)})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
-
-
-def ci95(v: list[float]) -> float:
-    """Half-width of the 95 % t-interval of the mean."""
-    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}.get(len(v), 1.96)
-    return t * statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else float("nan")
 
 
 def report(rows: list[dict]) -> str:
@@ -108,10 +102,7 @@ def main() -> None:
         new = study(Path(args.workdir), args.variant, args.seeds, args.pretrain, args.probes)
         done = {(r["variant"], str(r["seed"]), r["backbone"], r["probe"]) for r in new}
         rows = [r for r in old if (r["variant"], str(r["seed"]), r["backbone"], r["probe"]) not in done] + new
-        with open(results, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            w.writeheader()
-            w.writerows({k: r.get(k) for k in FIELDS} for r in rows)
+        write_csv(results, [{k: r.get(k) for k in FIELDS} for r in rows])
         print(f"wall time: {time.perf_counter() - start:.0f} s", flush=True)
     print(report(list(csv.DictReader(open(results)))))
 

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import train_once  # noqa: E402
+from studylib import ci95, train_once, write_csv  # noqa: E402
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 BASE = ["model=transformer", "data=mnist1d"]
@@ -60,11 +60,6 @@ def study(work: Path, seeds: list[int], methods: list[str], lrs: list[float], ep
                              "wall_s": round(m.get("time/wall_s", time.perf_counter() - t0), 1)})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
-
-
-def ci95(v: list[float]) -> float:
-    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}.get(len(v), 1.96)
-    return t * statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else float("nan")
 
 
 def report(rows: list[dict]) -> str:
@@ -114,10 +109,7 @@ def main() -> None:
         key = lambda r: (r["method"], float(r["lr"]), str(r["seed"]), str(r["epochs"]))  # noqa: E731
         done = {key(r) for r in new}
         rows = [r for r in old if key(r) not in done] + new
-        with open(results, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            w.writeheader()
-            w.writerows({k: r.get(k) for k in FIELDS} for r in rows)
+        write_csv(results, [{k: r.get(k) for k in FIELDS} for r in rows])
     print(report(list(csv.DictReader(open(results)))))
 
 
