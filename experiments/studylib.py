@@ -197,7 +197,8 @@ def write_table(here: Path, report) -> None:
     """Render the saved rows with the study's `report(rows, meta)` into table.md and print it."""
     rows, meta = load_rows(here)
     table = report(rows, meta)
-    (here / "table.md").write_text(table + f"\n\nWall time: {meta['wall_s']} s with --jobs {meta['jobs']}. {meta.get('note', '')}\n")
+    how = f"`python {meta['command']}`" if meta.get("command") else f"--jobs {meta['jobs']}"
+    (here / "table.md").write_text(table + f"\n\nWall time: {meta['wall_s']} s of {how}. {meta.get('note', '')}\n")
     print(table)
 
 

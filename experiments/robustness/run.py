@@ -153,9 +153,10 @@ def report(rows: list[dict], meta: dict) -> str:
                     ax.plot([0] + severities, ys, style, marker="o", color=f"C{i}", label=f"{c} ({method})")
             ax.set_title(f"{ds}, {b} labels/class (solid: pretrained, dashed: scratch)", fontsize=9)
             ax.set_xlabel("severity (0 = clean)")
+            ax.set_xticks([0, *severities])  # severities are levels, not a continuous axis
             ax.set_ylabel("test accuracy")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=6, ncol=2)
+            ax.legend(fontsize=6, ncol=2, handlelength=3)  # long enough to show dashed vs solid
     fig.tight_layout()
     fig.savefig(OUT / "robustness.png", dpi=120)
     plt.close(fig)
