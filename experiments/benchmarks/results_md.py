@@ -72,9 +72,9 @@ def overhead_section(out: list[str]) -> None:
                    f"{d['plain_steps_s_median']:.2f} | {d['transferlab_steps_s_median']:.2f} | "
                    f"{d['ratio_median']:.3f} ({lo:.3f}-{hi:.3f}) | {target} | "
                    f"{verdict(d['ci95'], d['ci_bound'], d['ratio_median'], d['target_median'])} | {load_range(recs)} | {d['started']} |")
-    out += ["", "Read the rows with their load: at a 1-minute load of 10-15 the torch kernels of both sides slow down far more",
-            "than transferlab's fixed Python work per step, which dilutes the ratio toward 1; the same mid command at load",
-            "4-6 shows a measurable overhead. A row taken under heavy load is not evidence for a quiet machine.", ""]
+    out += ["", "Read the rows with their load: the benchmark itself keeps one core busy (load ~1). Under heavy load (10-15,"
+            " the earlier files in git history) the torch kernels of both sides slow down far more than transferlab's fixed"
+            " Python work per step, which dilutes the ratio toward 1: such a row is not evidence for a quiet machine.", ""]
 
 
 def profile_section(out: list[str]) -> None:
@@ -146,10 +146,12 @@ def sweep_section(out: list[str]) -> None:
     if par:
         out += ["", f"Target parallel wall <= {d['target']:g}x sequential: "
                 f"{verdict(par.get('ci95'), d['target'], par['wall_ratio_median'], d['target'])}.",
-                f"Total CPU time, parallel / sequential: {par['cpu_ratio_median']:.2f}. One job at a time gets every core's",
-                "thread (threads=auto), and on a machine already running other work those threads spin against the other",
-                "processes' threads too, which is part of the sequential sweep's extra wall and CPU time here; the",
-                "`parallel_all_threads` row (where present) is 2 jobs at a time with every job taking every core."]
+                f"Total CPU time, parallel / sequential: {par['cpu_ratio_median']:.2f}. Why parallel does not win here: Hydra's",
+                "basic launcher runs the 4 jobs one after another in its one process, so torch and Lightning are imported",
+                "once, while each of joblib's 2 worker processes imports them again (~6 s of the ~15 s); with jobs of a few",
+                "seconds of training that start-up is the whole difference. The thread rule itself shows in the",
+                "`parallel_all_threads` row: 2 jobs at a time with every job taking every core (the old behaviour) are",
+                "slower than either, in wall and CPU time. A job long enough for training to dominate was not measured."]
     out.append("")
 
 
@@ -200,11 +202,10 @@ def main() -> None:
            "Written by `python experiments/benchmarks/results_md.py` from `results/*.json` (do not edit by hand).",
            f"Machine: {m.get('nproc')} vCPUs ({m.get('cpu')}), torch {m.get('torch')}, Lightning {m.get('lightning')}, "
            f"Python {m.get('python')}, no GPU.", "",
-           "**Load.** The issue-19 numbers below were taken while ~7 other engineers ran tests and studies on the same",
-           f"2 cores (1-minute load average {min(loads or [0]):.1f}-{max(loads or [0]):.1f} at the start and end of the "
-           "scripts; every run's before/after load is in the raw files). Under that load",
-           "runs are several times slower than on a quiet machine and their spread is wide; the intervals say how wide.",
-           "A target counts as met only where the whole interval is inside it.", ""]
+           "**Load.** Each row says the 1-minute load average it ran under (start and end of every timed run are in the raw",
+           f"files; over all files {min(loads or [0]):.1f}-{max(loads or [0]):.1f}). The overhead, start-up and thread rows were",
+           "taken on the otherwise idle 2-core machine (load 0.5-2.4, the benchmark's own processes included); rows taken",
+           "under other work's load say so. A target counts as met only where the whole interval is inside it.", ""]
     overhead_section(out)
     profile_section(out)
     startup_section(out)
