@@ -70,7 +70,7 @@ def main() -> None:
             rows.append({"seed": job.tags["seed"], "stage": "pretrain", "method": "MLM pretraining (online probes)",
                          "val_mlm_loss": m.get("pretrain/val/loss"), "val_knn_acc": m.get("pretrain/val/knn_acc"),
                          "val_linear_acc": m.get("pretrain/val/linear_acc"), "fit_s": m.get("pretrain/time/fit_s")})
-        save_rows(rows, OUT, {"command": "nice python experiments/bbc_news/run.py", "wall_s": round(t.seconds, 1),
+        save_rows(rows, OUT, {"command": "python " + " ".join(sys.argv), "wall_s": round(t.seconds, 1),
                                "jobs": args.jobs, "seeds": args.seeds, "smoke": args.smoke, "workdir": str(work)})
     report()
 

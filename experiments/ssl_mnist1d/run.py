@@ -74,7 +74,7 @@ def study(work: Path, seeds: list[int], smoke: bool) -> list[dict]:
     pre_epochs, down_epochs = (1, 2) if smoke else (PRETRAIN_EPOCHS, DOWN_EPOCHS)
     rows = []
     for seed in seeds:
-        common = [*MODEL, "data=mnist1d", f"seed={seed}"]
+        common = [*MODEL, "data=mnist1d", f"seed={seed}", "threads=1"]  # one torch thread per run (the study runs in one process)
         target = [*common, f"data.classes={TARGET}", f"data.labels_per_class={LABELS}", f"trainer.max_epochs={down_epochs}",
                   f"trainer.check_val_every_n_epoch={max(1, down_epochs // 4)}"]
         sources = {"random init": None}
@@ -109,8 +109,7 @@ def _random_knn(seed: int, common: list[str], out: Path) -> dict:
     """k-NN on the features of the untrained backbone (seeded as scratch fine-tuning is)."""
     import pytorch_lightning as pl
 
-    from transferlab.callbacks.online_probes import knn_predict
-    from transferlab.knn import features
+    from transferlab.callbacks.online_probes import feature_bank, knn_predict
     from transferlab.runner.build import build_backbone, build_datamodule
     from transferlab.runner.summary import write_summary
 
@@ -120,8 +119,8 @@ def _random_knn(seed: int, common: list[str], out: Path) -> dict:
         dm = build_datamodule(cfg)
         dm.setup("fit")
         backbone = build_backbone(cfg, dm.spec).eval()
-        bank = features(backbone, dm.train_dataloader(), "cpu")
-        feats, labels = features(backbone, dm.test_dataloader(), "cpu")
+        bank = feature_bank(backbone, dm.bank_dataloader(), "cpu")  # the bank transferlab.knn uses
+        feats, labels = feature_bank(backbone, dm.test_dataloader(), "cpu")
         acc = float((knn_predict(*bank, feats, dm.spec.num_classes, KNN_K, 0.07) == labels).float().mean())
         write_summary(out, {"test/knn_acc": acc})
     return json.loads((out / "metrics.json").read_text())
