@@ -32,7 +32,7 @@ def test_every_methods_defaults_are_optimizer_keys_not_constructor_arguments(com
 def test_pipeline_stages_take_the_method_default_only_where_they_fine_tune(compose_fn, tmp_path):
     from transferlab.config.stages import stage_config
 
-    cfg = compose_fn(["model=transformer", "peft=lora", "peft.optimizer.lr=0.05", "~task.finetune_optimizer.lr"])
+    cfg = compose_fn(["model=transformer", "peft=lora", "peft.optimizer.lr=0.05"])
     lrs = {name: stage_config(cfg, name, tmp_path).optimizer.lr for name in cfg.task.stages}
     assert lrs["finetune"] == pytest.approx(0.05)      # the method's default
     assert lrs["pretrain"] == pytest.approx(3e-3)      # pretraining adapts nothing: the optimizer group
@@ -51,4 +51,15 @@ def test_method_defaults_pass_validation_and_bad_ones_are_refused(compose_fn, tm
 
 def test_lora_carries_its_swept_lr(compose_fn):
     cfg = compose_fn([*FT, "peft=lora"])
-    assert cfg.optimizer.lr == pytest.approx(1e-2)  # experiments/peft_defaults: best validation accuracy
+    assert cfg.optimizer.lr == pytest.approx(5e-3)  # experiments/peft_defaults: best validation accuracy
+
+
+def test_pipeline_finetune_stage_gets_each_methods_default_and_full_keeps_1e_3(compose_fn, tmp_path):
+    from transferlab.config.stages import stage_config
+
+    lora = compose_fn(["model=transformer", "peft=lora"])
+    assert stage_config(lora, "finetune", tmp_path).optimizer.lr == pytest.approx(lora.peft.optimizer.lr)
+    full = compose_fn(["model=transformer", "peft=full"])
+    assert stage_config(full, "finetune", tmp_path).optimizer.lr == pytest.approx(1e-3)
+    typed = compose_fn(["model=transformer", "peft=lora", "task.finetune_optimizer.lr=2e-4"])
+    assert stage_config(typed, "finetune", tmp_path).optimizer.lr == pytest.approx(2e-4)  # the stage key typed wins

@@ -26,22 +26,24 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ci95, train_once, write_csv  # noqa: E402
+from studylib import ci95, compose_train, train_once, write_csv  # noqa: E402
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
-BASE = ["model=transformer", "data=mnist1d"]
+BASE = ["model=transformer", "data=mnist1d", "threads=1"]  # one torch thread a run (studies share the cores)
 METHODS = {  # name -> peft overrides
     "full": ["peft=full"],
-    "lora": ["peft=lora", "peft.r=2", "peft.alpha=4"],
+    "lora": ["peft=lora", "peft.r=2"],  # the issue's `peft=lora peft.r=2`: every other LoRA key at its default
     "dora": ["peft=dora"],
     "ia3": ["peft=ia3"],
     "adapter": ["peft=adapter"],
     "bitfit": ["peft=bitfit"],
+    "linear_probe": ["peft=linear_probe"],
 }
-FIELDS = ["method", "lr", "seed", "epochs", "val_acc", "test_acc", "trainable_pct", "wall_s"]
+FIELDS = ["method", "variant", "lr", "seed", "epochs", "val_acc", "test_acc", "trainable_pct", "wall_s", "overrides"]
 
 
-def study(work: Path, seeds: list[int], methods: list[str], lrs: list[float], epochs: int) -> list[dict]:
+def study(work: Path, seeds: list[int], methods: list[str], lrs: list[float | None], epochs: int, variant: str,
+          extra: list[str]) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
@@ -50,14 +52,19 @@ def study(work: Path, seeds: list[int], methods: list[str], lrs: list[float], ep
         pre = work / f"seed{seed}" / "pretrain"
         train_once(["task=supervised", *BASE, f"seed={seed}", f"data.classes={SOURCE}", "trainer.max_epochs=15"], pre)
         for method in methods:
-            for lr in lrs:
+            for lr in lrs:  # None: the method's own default lr (what `peft=<method>` alone gets)
                 t0 = time.perf_counter()
-                m = train_once(["task=finetune", *BASE, *METHODS[method], f"seed={seed}", f"task.pretrained={pre}",
-                         f"data.classes={TARGET}", f"trainer.max_epochs={epochs}", "trainer.check_val_every_n_epoch=10",
-                         f"optimizer.lr={lr}"], work / f"seed{seed}" / f"{method}-lr{lr}-e{epochs}")
-                rows.append({"method": method, "lr": lr, "seed": seed, "epochs": epochs, "val_acc": round(m["val/acc"], 4),
+                lr_key = [] if lr is None else [f"optimizer.lr={lr}"]
+                overrides = ["task=finetune", *BASE, *METHODS[method], f"seed={seed}", f"task.pretrained={pre}",
+                             f"data.classes={TARGET}", f"trainer.max_epochs={epochs}", "trainer.check_val_every_n_epoch=10",
+                             *lr_key, *extra]
+                out = work / f"seed{seed}" / f"{method}-{variant}-lr{lr}-e{epochs}"
+                used_lr = float(compose_train(overrides, out).optimizer.lr)  # the lr the run gets (its default when lr is None)
+                m = train_once(overrides, out)
+                rows.append({"method": method, "variant": variant, "lr": used_lr, "seed": seed,
+                             "epochs": epochs, "val_acc": round(m["val/acc"], 4),
                              "test_acc": round(m["test/acc"], 4), "trainable_pct": round(m.get("params/trainable_pct", 0), 2),
-                             "wall_s": round(m.get("time/wall_s", time.perf_counter() - t0), 1)})
+                             "wall_s": round(m.get("time/wall_s", time.perf_counter() - t0), 1), "overrides": " ".join(extra)})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -66,24 +73,26 @@ def report(rows: list[dict]) -> str:
     def ms(v: list[float]) -> str:
         return f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
 
-    lines = ["| method | lr | epochs | seeds | trainable % | val acc | test acc | test − full (same seeds, best-val lr of full) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | variant | lr | epochs | seeds | trainable % | val acc | test acc | test − full (same seeds, best-val lr of full) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     cells = {}
     for r in rows:
-        cells.setdefault((r["method"], float(r["lr"]), int(r["epochs"])), {})[int(r["seed"])] = r
+        key = (r["method"], r.get("variant") or "default", float(r["lr"]), int(r["epochs"]))
+        cells.setdefault(key, {})[int(r["seed"])] = r
     best_full = {}
-    for (method, _lr, ep), by_seed in cells.items():
+    for (method, _variant, _lr, ep), by_seed in cells.items():
         if method == "full":
             val = statistics.mean(float(r["val_acc"]) for r in by_seed.values())
             if ep not in best_full or val > best_full[ep][0]:
                 best_full[ep] = (val, by_seed)
-    for (method, lr, ep), by_seed in sorted(cells.items(), key=lambda kv: (kv[0][0] != "full", kv[0])):
+    for (method, variant, lr, ep), by_seed in sorted(cells.items(), key=lambda kv: (kv[0][0] != "full", kv[0])):
         full = best_full.get(ep, (None, {}))[1]
         seeds = sorted(set(by_seed) & set(full))
         diff = [100 * (float(by_seed[s]["test_acc"]) - float(full[s]["test_acc"])) for s in seeds]
         d = (f"{statistics.mean(diff):+.1f} ± {statistics.stdev(diff):.1f} (95 % CI ± {ci95(diff):.1f})" if len(diff) > 1
              else f"{diff[0]:+.1f}" if diff else "-")
-        lines.append(f"| {method} | {lr:g} | {ep} | {len(by_seed)} | {float(next(iter(by_seed.values()))['trainable_pct']):.1f} | "
+        lines.append(f"| {method} | {variant} | {lr:g} | {ep} | {len(by_seed)} | "
+                     f"{float(next(iter(by_seed.values()))['trainable_pct']):.1f} | "
                      f"{ms([100 * float(r['val_acc']) for r in by_seed.values()])} | "
                      f"{ms([100 * float(r['test_acc']) for r in by_seed.values()])} | {d} |")
     table = "\n".join(lines)
@@ -96,18 +105,21 @@ def main() -> None:
     p.add_argument("--workdir", default=str(ROOT / "outputs" / "studies" / "peft_defaults"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["full", "lora"], choices=list(METHODS))
-    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    p.add_argument("--lrs", type=lambda v: None if v == "default" else float(v), nargs="+", default=[None],
+                   help="optimizer.lr values to sweep; `default` = none given: each method's own default lr (the default)")
+    p.add_argument("--variant", default="default", help="a name for --over (a column of the results)")
+    p.add_argument("--over", nargs="*", default=[], help="extra overrides of the fine-tuning runs (e.g. peft.target_modules=...)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     os.environ.setdefault("TRANSFERLAB_CACHE", str(Path(args.workdir) / "cache"))
     results = HERE / "results.csv"
-    old = list(csv.DictReader(open(results))) if results.is_file() else []
     if not args.report_only:
-        new = study(Path(args.workdir), args.seeds, args.methods, args.lrs, args.epochs)
-        key = lambda r: (r["method"], float(r["lr"]), str(r["seed"]), str(r["epochs"]))  # noqa: E731
+        new = study(Path(args.workdir), args.seeds, args.methods, args.lrs, args.epochs, args.variant, args.over)
+        key = lambda r: (r["method"], r.get("variant") or "default", float(r["lr"]), str(r["seed"]), str(r["epochs"]))  # noqa: E731
         done = {key(r) for r in new}
+        old = list(csv.DictReader(open(results))) if results.is_file() else []  # read now: another sweep may have written
         rows = [r for r in old if key(r) not in done] + new
         write_csv(results, [{k: r.get(k) for k in FIELDS} for r in rows])
     print(report(list(csv.DictReader(open(results)))))

@@ -33,7 +33,8 @@ class ClassifierTask(BaseTask):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         metrics["scores"].update(logits.detach(), y)
-        metrics["loss"].update(F.cross_entropy(logits.detach(), y), weight=y.numel())
+        plain = loss.detach() if smoothing == 0 else F.cross_entropy(logits.detach(), y)  # the metric is never smoothed
+        metrics["loss"].update(plain, weight=y.numel())
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
