@@ -224,10 +224,11 @@ def plot(summary: list[dict], path: Path) -> None:
     settings = sorted({s["setting"] for s in summary}, key=lambda s: s != "all")
     fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.5), squeeze=False)
     for ax, setting in zip(axes[0], settings):
-        for s in (s for s in summary if s["setting"] == setting):
+        for i, s in enumerate(sorted((s for s in summary if s["setting"] == setting), key=lambda s: s["trainable_pct"])):
             x = max(s["trainable_pct"], 1e-2)
             ax.errorbar(x, s["acc_mean"], yerr=s["acc_std"], fmt="o", capsize=3)
-            ax.annotate(s["method"], (x, s["acc_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            # neighbours on the log axis (lora_r4 8.5 %, dora_r4 9.5 %) label above / below, so names do not overlap
+            ax.annotate(s["method"], (x, s["acc_mean"]), fontsize=7, xytext=(3, 3 if i % 2 == 0 else -9), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters (% of model, log)")
         ax.set_ylabel("test accuracy (%), mean ± std over seeds")
