@@ -77,7 +77,7 @@ def report(rows: list[dict], meta: dict) -> str:
         body.append([method, f"{pct:.2f}", int(rs[0]["params/trainable"]), fmt(acc), fmt(shift), fmt([r["test/ece"] for r in rs])])
         for vals, marker in ((acc, "o"), (shift, "x")):
             m, s = mean_std(vals)
-            ax.errorbar([pct], [m], yerr=[s], fmt=marker, color=f"C{i % 10}", capsize=3, label=method if marker == "o" else None)
+            ax.errorbar([pct], [m], yerr=[s], fmt=marker, color=plt.cm.tab20(i % 20), capsize=3, label=method if marker == "o" else None)
         ax.annotate(method, (pct, mean_std(acc)[0]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (%) - log scale")
