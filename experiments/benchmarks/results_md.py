@@ -196,16 +196,21 @@ def earlier_section(out: list[str]) -> None:
 
 def main() -> None:
     m = (load("overhead_mid") or load("overhead_small") or {}).get("machine", {})
-    loads = [x for name in ("overhead_small", "overhead_mid", "startup", "sweep_threads", "profile_small")
-             if (d := load(name)) and "load_start" in d and "started" in d for x in (d["load_start"][0], d["load_end"][0])]
+    def script_loads(names: tuple[str, ...]) -> list[float]:
+        return [x for name in names if (d := load(name)) and "load_start" in d and "started" in d
+                for x in (d["load_start"][0], d["load_end"][0])]
+
+    issue19 = script_loads(("overhead_small", "overhead_mid", "startup", "sweep_threads"))
+    loads = issue19 + script_loads(("profile_small",))
     out = ["# Benchmark results", "",
            "Written by `python experiments/benchmarks/results_md.py` from `results/*.json` (do not edit by hand).",
            f"Machine: {m.get('nproc')} vCPUs ({m.get('cpu')}), torch {m.get('torch')}, Lightning {m.get('lightning')}, "
            f"Python {m.get('python')}, no GPU.", "",
            "**Load.** Each row says the 1-minute load average it ran under (start and end of every timed run are in the raw",
            f"files; over all files {min(loads or [0]):.1f}-{max(loads or [0]):.1f}). The overhead, start-up and thread rows were",
-           "taken on the otherwise idle 2-core machine (load 0.5-2.4, the benchmark's own processes included); rows taken",
-           "under other work's load say so. A target counts as met only where the whole interval is inside it.", ""]
+           f"taken on the otherwise idle 2-core machine (load {min(issue19 or [0]):.1f}-{max(issue19 or [0]):.1f} at the start and",
+           "end of each script, the benchmark's own processes included); rows taken under other work's load say so.",
+           "A target counts as met only where the whole interval is inside it.", ""]
     overhead_section(out)
     profile_section(out)
     startup_section(out)

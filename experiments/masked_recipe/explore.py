@@ -32,16 +32,12 @@ BASE = ["model=transformer", "data=mnist1d"]
 
 
 def features(backbone, loader, pool: str):
-    import torch
+    """The backbone's own pooled features (`model.pool` = cls | mean) of a loader, as numpy arrays."""
+    from transferlab.callbacks.online_probes import feature_bank
 
-    backbone.eval()
-    out, ys = [], []
-    with torch.no_grad():
-        for x, y in loader:
-            h = backbone.forward_tokens(x)
-            out.append(h[:, 0] if pool == "cls" else h[:, 1:].mean(1))
-            ys.append(y)
-    return torch.cat(out).numpy(), torch.cat(ys).numpy()
+    backbone.eval().pool = pool
+    feats, labels = feature_bank(backbone, loader, "cpu")
+    return feats.numpy(), labels.numpy()
 
 
 def strong_probe(run: Path | None, seed: int, work: Path) -> dict:
