@@ -72,6 +72,17 @@ def overhead_section(out: list[str]) -> None:
                    f"{d['plain_steps_s_median']:.2f} | {d['transferlab_steps_s_median']:.2f} | "
                    f"{d['ratio_median']:.3f} ({lo:.3f}-{hi:.3f}) | {target} | "
                    f"{verdict(d['ci95'], d['ci_bound'], d['ratio_median'], d['target_median'])} | {load_range(recs)} | {d['started']} |")
+    spread = []
+    for f in files:
+        d = json.loads(f.read_text())
+        if "pairs" in d:
+            plain = [r["plain"]["steps_per_s"] for r in d["pairs"]]
+            spread.append(f"{d['size']} {min(plain):.2f}-{max(plain):.2f} steps/s ({max(plain) / min(plain) - 1:.0%} apart)")
+    out += ["", "The noise the intervals carry: the plain loop alone, same code and seed in one process, ran at "
+            + "; ".join(spread) + " over the pairs on the idle machine: run-to-run noise of that size, not transferlab's"
+            " fixed work per step (the profile below), decides these intervals. The previous run of the mid script"
+            " (results/overhead_mid.json at commit 1d850a0, before `gc.collect()` between runs) gave 0.986 (0.957-1.041),"
+            " met: the verdict moves between runs."]
     out += ["", "Read the rows with their load: the benchmark itself keeps one core busy (load ~1). Under heavy load (10-15,"
             " the earlier files in git history) the torch kernels of both sides slow down far more than transferlab's fixed"
             " Python work per step, which dilutes the ratio toward 1: such a row is not evidence for a quiet machine.", ""]
@@ -146,12 +157,13 @@ def sweep_section(out: list[str]) -> None:
     if par:
         out += ["", f"Target parallel wall <= {d['target']:g}x sequential: "
                 f"{verdict(par.get('ci95'), d['target'], par['wall_ratio_median'], d['target'])}.",
-                f"Total CPU time, parallel / sequential: {par['cpu_ratio_median']:.2f}. Why parallel does not win here: Hydra's",
-                "basic launcher runs the 4 jobs one after another in its one process, so torch and Lightning are imported",
-                "once, while each of joblib's 2 worker processes imports them again (~6 s of the ~15 s); with jobs of a few",
-                "seconds of training that start-up is the whole difference. The thread rule itself shows in the",
-                "`parallel_all_threads` row: 2 jobs at a time with every job taking every core (the old behaviour) are",
-                "slower than either, in wall and CPU time. A job long enough for training to dominate was not measured."]
+                f"Total CPU time, parallel / sequential: {par['cpu_ratio_median']:.2f}: with one thread each, the two jobs",
+                "keep both cores busy on training, while one job with both threads leaves the second thread spinning on",
+                "small kernels. Each of joblib's 2 workers still imports torch and Lightning once (~6 s; the basic launcher",
+                "imports them once for all 4 jobs), which is why the jobs are default 20-epoch runs: with 2-epoch jobs",
+                "(the first version of this script) that import was half of every job and parallel tied sequential",
+                "(1.005). The thread rule itself shows in the `parallel_all_threads` row: 2 jobs at a time with every",
+                "job taking every core (the old behaviour) are slower than either, in wall and CPU time."]
     out.append("")
 
 

@@ -11,7 +11,7 @@ sampled from /proc every 0.2 s and its last seen user+system CPU time summed (a 
 
 Target (issue 19): parallel wall <= 0.65x sequential. Writes results/sweep_threads.json.
 
-    python experiments/benchmarks/sweep_threads.py --repeats 1   # ~15 min here at load 15 (one of each)
+    python experiments/benchmarks/sweep_threads.py --repeats 3   # ~8 min on the idle machine
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from pathlib import Path
 
 from common import ROOT, bootstrap_median_ci, load_averages, machine, median, write_results
 
-JOB = ["task=supervised", "data=mnist1d", "model=cnn", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-       "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "seed=0,1,2,3"]
+# a default supervised job (20 epochs, ~12 s of training here): long enough that training, not the ~6 s import
+# of torch and Lightning every joblib worker pays once, decides the wall time; the first version used
+# 2-epoch jobs, where the import was half of each job and parallel could not win (RESULTS.md in git history)
+JOB = ["task=supervised", "data=mnist1d", "model=cnn", "trainer.enable_progress_bar=false", "seed=0,1,2,3"]
 CORES = len(os.sched_getaffinity(0))
 CONFIGS = {
     "sequential": [],
