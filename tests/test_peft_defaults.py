@@ -26,7 +26,9 @@ def test_every_methods_defaults_are_optimizer_keys_not_constructor_arguments(com
         cfg = compose_fn([*FT, f"peft={method}"])
         extra = set((cfg.peft.get("optimizer") or {}).keys()) - {"lr", "weight_decay"}
         assert not extra, f"peft={method}: optimizer defaults other than lr/weight_decay: {extra}"
-        build_adaptation(cfg.peft, tuple(cfg.allowed_targets))  # `optimizer` is not passed to the constructor
+        extra = set((cfg.peft.get("trainer") or {}).keys()) - {"max_epochs"}
+        assert not extra, f"peft={method}: trainer defaults other than max_epochs: {extra}"
+        build_adaptation(cfg.peft, tuple(cfg.allowed_targets))  # `optimizer`, `trainer` are not passed to the constructor
 
 
 def test_pipeline_stages_take_the_method_default_only_where_they_fine_tune(compose_fn, tmp_path):
@@ -63,3 +65,39 @@ def test_pipeline_finetune_stage_gets_each_methods_default_and_full_keeps_1e_3(c
     assert stage_config(full, "finetune", tmp_path).optimizer.lr == pytest.approx(1e-3)
     typed = compose_fn(["model=transformer", "peft=lora", "task.finetune_optimizer.lr=2e-4"])
     assert stage_config(typed, "finetune", tmp_path).optimizer.lr == pytest.approx(2e-4)  # the stage key typed wins
+
+
+def test_lora_carries_its_epochs_and_the_command_line_wins(compose_fn):
+    assert compose_fn([*FT, "peft=lora"]).trainer.max_epochs == 300  # experiments/peft_defaults: best val/acc
+    assert compose_fn([*FT, "peft=full"]).trainer.max_epochs == 20   # no method default: the trainer group's
+    assert compose_fn([*FT, "peft=lora", "trainer.max_epochs=3"]).trainer.max_epochs == 3
+    assert compose_fn([*FT, "peft=lora", "trainer=cpu"]).trainer.max_epochs == 300
+
+
+def test_pipeline_stages_take_the_method_epochs_only_where_they_fine_tune_with_it(compose_fn, tmp_path):
+    from transferlab.config.stages import stage_config
+
+    cfg = compose_fn(["model=transformer", "peft=lora"])
+    epochs = {name: stage_config(cfg, name, tmp_path).trainer.max_epochs for name in cfg.task.stages}
+    assert epochs == {"pretrain": 15, "finetune": 300, "linear_probe": 60, "scratch": 60}
+    typed = compose_fn(["model=transformer", "peft=lora", "task.target_trainer.max_epochs=7"])
+    assert {stage_config(typed, n, tmp_path).trainer.max_epochs for n in ("finetune", "linear_probe", "scratch")} == {7}
+    full = compose_fn(["model=transformer", "peft=full"])
+    assert stage_config(full, "finetune", tmp_path).trainer.max_epochs == 60
+
+
+def test_bad_method_epochs_are_refused(compose_fn, tmp_path):
+    from transferlab.config.validate import validate_config_only
+    from transferlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="peft.trainer.max_epochs"):
+        validate_config_only(compose_fn([*FT, "peft=lora", "peft.trainer.max_epochs=0"], tmp_path))
+
+
+def test_lora_targets_the_patch_embedding_on_signals_but_not_on_text():
+    from transferlab.backbones.transformer import Transformer
+
+    signal = Transformer(input_shape=(1, 40), width=16, depth=1, heads=2)
+    assert signal.lora_targets == ("patch_embed", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    text = Transformer(input_shape=(12,), width=16, depth=1, heads=2, vocab_size=50, pad_id=0)
+    assert text.lora_targets == ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")

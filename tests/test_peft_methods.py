@@ -169,10 +169,10 @@ def test_default_targets_are_the_backbones_lora_targets():
     adaptation = method("lora", r=2)
     bb = adaptation.attach(backbone())
     wrapped = {n.rsplit(".lora_A", 1)[0].rsplit(".", 1)[-1] for n in adaptation.adapter_parameter_names(bb) if ".lora_A." in n}
-    assert wrapped == set(Transformer.lora_targets)
-    # r=2 on a 16-wide layer: A (2x16) + B (16x2) per wrapped layer; fc1/fc2 are 16<->64
+    assert wrapped == set(backbone().lora_targets) and "patch_embed" in wrapped
+    # r=2 on a 16-wide layer: A (2x16) + B (16x2) per wrapped layer; fc1/fc2 are 16<->64, patch_embed 4->16
     expected = sum(2 * (m.in_features + m.out_features) for n, m in backbone().named_modules()
-                   if n.rsplit(".", 1)[-1] in Transformer.lora_targets)
+                   if n.rsplit(".", 1)[-1] in backbone().lora_targets)
     assert sum(p.numel() for n, p in bb.named_parameters() if p.requires_grad) == expected
 
 

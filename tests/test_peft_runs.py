@@ -39,8 +39,8 @@ def test_lora_run_counts_saves_adapter_and_exports_a_plain_backbone(pretrained, 
 
     out = tmp_path / "ft"
     m = finetune(out, pretrained, "task.save_adapter=true", "optimizer.layer_decay=0.7")
-    # r=4 on q/k/v/out (16x16) and fc1/fc2 (16<->64), 2 blocks; head 16*3+3
-    adapter = 2 * (4 * 4 * (16 + 16) + 2 * 4 * (16 + 64))
+    # r=4 on q/k/v/out (16x16) and fc1/fc2 (16<->64), 2 blocks, and on patch_embed (4->16); head 16*3+3
+    adapter = 2 * (4 * 4 * (16 + 16) + 2 * 4 * (16 + 64)) + 4 * (4 + 16)
     assert m["params/adapter"] == adapter
     assert m["params/trainable"] == adapter + 51
     assert m["params/trainable_pct"] == pytest.approx(100 * m["params/trainable"] / m["params/total"])

@@ -70,7 +70,6 @@ class Transformer(Backbone):
     objectives that need them (masked modeling, language modeling).
     """
 
-    lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     modalities = ("signal", "image", "text")
 
     def __init__(self, input_shape: Sequence[int], width: int = 64, depth: int = 4, heads: int = 4,
@@ -99,6 +98,15 @@ class Transformer(Backbone):
         self.norm = nn.LayerNorm(width)
         self.feature_dim = width
         self.apply(_init)
+
+    @property
+    def lora_targets(self) -> tuple[str, ...]:
+        """Attention and MLP projections, plus the patch embedding on signals and images: new target
+        classes need new patch features (MNIST-1D 0-4 -> 5-9, LoRA r=2, 150 epochs, seed 0: 81.0 % validation
+        accuracy without it, 88.0 % with it; experiments/peft_defaults). Text keeps its token embedding
+        frozen (an nn.Embedding, not a linear layer)."""
+        blocks = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+        return blocks if self.patch_dim is None else ("patch_embed", *blocks)
 
     def block_names(self) -> list[str]:
         stem = ["embed_tokens" if self.patch_dim is None else "patch_embed", "cls_token", "pos_embed"]

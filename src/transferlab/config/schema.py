@@ -160,6 +160,7 @@ SCHEMA: dict[str, Rule] = {
     "peft.feature_norm": Rule("str", choices=("batchnorm", "none")),
     "peft.optimizer.lr": Rule("number", lo=0, lo_open=True),
     "peft.optimizer.weight_decay": Rule("number", lo=0),
+    "peft.trainer.max_epochs": positive_int(),
     # optimizer / scheduler
     "optimizer.lr": Rule("number", lo=0, lo_open=True),
     "optimizer.weight_decay": Rule("number", lo=0),

@@ -81,18 +81,23 @@ def apply_command_line(cfg: DictConfig, name: str, new: DictConfig, stage: dict,
 
 def stage_config(cfg: DictConfig, name: str, out: Path, overrides: list[str] | None = None) -> DictConfig:
     """`overrides`: the command line (default: Hydra's, when running under Hydra)."""
-    stage = OmegaConf.to_container(cfg.task.stages[name], resolve=True)
     root = OmegaConf.to_container(cfg, resolve=False)
+    raw = root["task"]["stages"][name]
+    if "peft" in raw:  # the stage's interpolations (`${oc.select:peft.trainer.max_epochs,60}`) see its own method
+        root["peft"] = raw["peft"]
+    allowed = tuple(root.get("allowed_targets") or DEFAULT_ALLOWED)
+    stage_task = raw.get("task", {})
+    if "_target_" in stage_task and task_kind(OmegaConf.create(stage_task), allowed) != "finetune":
+        # a pretraining stage adapts nothing: the fine-tuning method's optimizer and trainer defaults are not its own
+        for key in ("optimizer", "trainer"):
+            (root.get("peft") or {}).pop(key, None)
+    stage = OmegaConf.to_container(OmegaConf.create(root).task.stages[name], resolve=True)
     init_from = stage.pop("init_from", None)
     for key in STAGE_KEYS:
         stage.pop(key, None)
     for key in REPLACED:
         if key in stage:
             root[key] = stage.pop(key)
-    allowed = tuple(root.get("allowed_targets") or DEFAULT_ALLOWED)
-    if "_target_" in root.get("task", {}) and task_kind(OmegaConf.create(root["task"]), allowed) != "finetune":
-        # a pretraining stage adapts nothing: the fine-tuning method's optimizer defaults are not its own
-        (root.get("peft") or {}).pop("optimizer", None)
     new = OmegaConf.merge(OmegaConf.create(root), OmegaConf.create(stage))
     apply_command_line(cfg, name, new, stage, _given_keys(command_line() if overrides is None else overrides))
     new.paths.output_dir = str(out / name)

@@ -25,7 +25,7 @@ EXTRA_KEYS = {
     "data": {"name"},
     "model": {"name"},
     "task": {"name", "monitor", "monitor_mode"},  # monitor*: read by callbacks (checkpoint, early stopping)
-    "peft": {"name", "optimizer"},  # optimizer: the method's optimizer defaults (read by conf/optimizer/adamw.yaml)
+    "peft": {"name", "optimizer", "trainer"},  # the method's optimizer / trainer defaults (read by conf/optimizer/adamw.yaml, conf/trainer/*.yaml)
     "optimizer": {"name", "layer_decay"},
     "scheduler": {"name"},
 }

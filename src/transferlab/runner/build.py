@@ -40,10 +40,12 @@ def build_backbone(cfg: DictConfig, spec):
 
 
 def build_adaptation(peft: DictConfig, allowed: tuple[str, ...]):
-    """The `peft` method; its `optimizer` key holds the method's optimizer defaults (read by the
-    optimizer group's interpolations, see conf/optimizer/adamw.yaml), not constructor arguments."""
+    """The `peft` method; its `optimizer` and `trainer` keys hold the method's optimizer and trainer
+    defaults (read by those groups' interpolations, see conf/optimizer/adamw.yaml and
+    conf/trainer/default.yaml), not constructor arguments."""
     node = OmegaConf.create(OmegaConf.to_container(peft, resolve=True))
-    node.pop("optimizer", None)
+    for key in ("optimizer", "trainer"):
+        node.pop(key, None)
     return instantiate(node, allowed)
 
 
