@@ -101,3 +101,23 @@ def test_lora_fit_then_resume_from_last_ckpt(pretrained, tmp_path):
     assert not torch.equal(before[key], after[key])
     base = "backbone.blocks.0.attn.q_proj.base_layer.weight"
     assert torch.equal(before[base], after[base])
+
+
+def test_a_checkpoint_whose_default_targets_changed_since_restores_on_its_own_layers(pretrained, tmp_path):
+    """A LoRA run written when `target_modules: null` meant q/k/v/out_proj/fc1/fc2 (before patch_embed joined the
+    transformer's defaults) is rebuilt on the layers its weights wrap, and `eval` reproduces its test accuracy."""
+    from transferlab.eval import evaluate
+    from transferlab.runner.restore import restore_task
+    from transferlab.utils.checkpoint import load_checkpoint
+
+    out = tmp_path / "old"
+    m = finetune(out, pretrained, "peft.target_modules=[q_proj,k_proj,v_proj,out_proj,fc1,fc2]")
+    ckpt_file = out / "checkpoints" / "last.ckpt"
+    ckpt = load_checkpoint(ckpt_file)
+    ckpt["hyper_parameters"]["config"]["peft"]["target_modules"] = None  # what an old-default run stored
+    torch.save(ckpt, ckpt_file)
+    names = [n for n, _ in restore_task(out, ["transferlab.", "torch.optim."]).task.named_parameters()]
+    assert not any("patch_embed.lora_" in n for n in names) and any("q_proj.lora_A" in n for n in names)
+    got = evaluate(compose_cfg([f"ckpt_path={ckpt_file}", "trainer.enable_progress_bar=false"], tmp_path / "eval",
+                               config_name="eval"))
+    assert got["test/acc"] == m["test/acc"]

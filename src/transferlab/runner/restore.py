@@ -241,6 +241,7 @@ def _task(cfg: DictConfig, file: Path, ckpt: dict[str, Any], stored: dict[str, A
     from transferlab.adaptation.artifact import is_adapter_file, load_adapter
 
     backbone = build_backbone(cfg, spec)
+    _pin_peft_targets(cfg, ckpt)
     if is_adapter_file(ckpt):
         base = pretrained or ckpt.get("pretrained")
         task = build_task(cfg, backbone, spec, config=stored, pretrained=base)
@@ -254,6 +255,29 @@ def _task(cfg: DictConfig, file: Path, ckpt: dict[str, Any], stored: dict[str, A
         check_state_matches(task.state_dict(), state, file, "the rebuilt model", _head_hint(task, state, spec, cfg))
         task.load_state_dict(state)
     return task
+
+
+# the attribute names peft's tuner layers keep their weights under (LoRA/DoRA, IA3, LoHa, LoKr) and the wrapped layer
+PEFT_LAYER_ATTRS = ("base_layer", "lora_", "ia3_", "hada_", "lokr_")
+
+
+def _pin_peft_targets(cfg: DictConfig, ckpt: dict[str, Any]) -> None:
+    """`peft.target_modules: null` means the backbone's *current* default targets, which may have changed since
+    the file was written (issue 21 added the transformer's patch_embed): rebuild on the layers the file's own
+    weights wrap. Names are read from tensor keys only; they still pass `resolve_targets`' check."""
+    peft = cfg.get("peft")
+    if not isinstance(peft, DictConfig) or "target_modules" not in peft or peft.target_modules is not None:
+        return
+    state = ckpt.get("state_dict") or {}  # a checkpoint's or an adapter file's tensors
+    targets = set()
+    for key in state:
+        parts = str(key).split(".")
+        for i, part in enumerate(parts[1:], start=1):
+            if part.startswith(PEFT_LAYER_ATTRS):
+                targets.add(parts[i - 1])
+                break
+    if targets:
+        peft.target_modules = sorted(targets)
 
 
 def restore_backbone(path: str | Path, allowed_targets: list[str], data: Any = None, stage: str = "fit") -> Restored:
