@@ -61,10 +61,13 @@ def overhead_section(out: list[str]) -> None:
             "| command | size | threads | pairs x steps | plain steps/s | transferlab steps/s | ratio (95% CI) | target "
             "| verdict | load (1-min, over the pairs) | started |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    spread = []
     for f in files:
         d = json.loads(f.read_text())
         if "pairs" not in d:
             continue
+        plain = [r["plain"]["steps_per_s"] for r in d["pairs"]]
+        spread.append(f"{d['size']} {min(plain):.2f}-{max(plain):.2f} steps/s ({max(plain) / min(plain) - 1:.0%} apart)")
         recs = [r[k] for r in d["pairs"] for k in ("plain", "transferlab")]
         lo, hi = d["ci95"]
         target = f"median <= {d['target_median']:g}" + (f", CI <= {d['ci_bound']:g}" if d["ci_bound"] != d["target_median"] else "")
@@ -72,12 +75,6 @@ def overhead_section(out: list[str]) -> None:
                    f"{d['plain_steps_s_median']:.2f} | {d['transferlab_steps_s_median']:.2f} | "
                    f"{d['ratio_median']:.3f} ({lo:.3f}-{hi:.3f}) | {target} | "
                    f"{verdict(d['ci95'], d['ci_bound'], d['ratio_median'], d['target_median'])} | {load_range(recs)} | {d['started']} |")
-    spread = []
-    for f in files:
-        d = json.loads(f.read_text())
-        if "pairs" in d:
-            plain = [r["plain"]["steps_per_s"] for r in d["pairs"]]
-            spread.append(f"{d['size']} {min(plain):.2f}-{max(plain):.2f} steps/s ({max(plain) / min(plain) - 1:.0%} apart)")
     out += ["", "The noise the intervals carry: the plain loop alone, same code and seed in one process, ran at "
             + "; ".join(spread) + " over the pairs on the idle machine: run-to-run noise of that size, not transferlab's"
             " fixed work per step (the profile below), decides these intervals. Earlier 10-pair runs of the mid script"

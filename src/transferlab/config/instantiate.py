@@ -15,6 +15,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from transferlab.errors import ConfigError
 
 DEFAULT_ALLOWED = ("transferlab.", "torch.optim.", "pytorch_lightning.", "lightning.")
+# keys of a `peft` node that hold the method's own optimizer / trainer defaults (read by those groups'
+# interpolations), not constructor arguments; a pretraining stage drops them
+PEFT_DEFAULT_KEYS = ("optimizer", "trainer")
 
 
 def _prefix_ok(name: str, allowed: tuple[str, ...]) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.config.instantiate import DEFAULT_ALLOWED, task_kind
+from transferlab.config.instantiate import DEFAULT_ALLOWED, PEFT_DEFAULT_KEYS, task_kind
 
 REPLACED = ("task", "peft")
 # groups whose command-line keys reach every stage (data: refused where a stage sets the key)
@@ -89,7 +89,7 @@ def stage_config(cfg: DictConfig, name: str, out: Path, overrides: list[str] | N
     stage_task = raw.get("task", {})
     if "_target_" in stage_task and task_kind(OmegaConf.create(stage_task), allowed) != "finetune":
         # a pretraining stage adapts nothing: the fine-tuning method's optimizer and trainer defaults are not its own
-        for key in ("optimizer", "trainer"):
+        for key in PEFT_DEFAULT_KEYS:
             (root.get("peft") or {}).pop(key, None)
     stage = OmegaConf.to_container(OmegaConf.create(root).task.stages[name], resolve=True)
     init_from = stage.pop("init_from", None)

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.config.instantiate import check_targets, resolve_target, task_kind
+from transferlab.config.instantiate import PEFT_DEFAULT_KEYS, check_targets, resolve_target, task_kind
 from transferlab.config.schema import check_schema
 from transferlab.config.stages import stages as expand_stages
 from transferlab.errors import ConfigError
@@ -25,7 +25,7 @@ EXTRA_KEYS = {
     "data": {"name"},
     "model": {"name"},
     "task": {"name", "monitor", "monitor_mode"},  # monitor*: read by callbacks (checkpoint, early stopping)
-    "peft": {"name", "optimizer", "trainer"},  # the method's optimizer / trainer defaults (read by conf/optimizer/adamw.yaml, conf/trainer/*.yaml)
+    "peft": {"name", *PEFT_DEFAULT_KEYS},  # the method's optimizer / trainer defaults (read by conf/optimizer/adamw.yaml, conf/trainer/*.yaml)
     "optimizer": {"name", "layer_decay"},
     "scheduler": {"name"},
 }

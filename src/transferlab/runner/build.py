@@ -6,6 +6,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config.instantiate import (
+    PEFT_DEFAULT_KEYS,
     check_targets,
     instantiate,
     task_kind,
@@ -44,7 +45,7 @@ def build_adaptation(peft: DictConfig, allowed: tuple[str, ...]):
     defaults (read by those groups' interpolations, see conf/optimizer/adamw.yaml and
     conf/trainer/default.yaml), not constructor arguments."""
     node = OmegaConf.create(OmegaConf.to_container(peft, resolve=True))
-    for key in ("optimizer", "trainer"):
+    for key in PEFT_DEFAULT_KEYS:
         node.pop(key, None)
     return instantiate(node, allowed)
 
