@@ -76,13 +76,17 @@ def run_jobs(jobs: Sequence[Job], work: Path, parallel: int, extra: Sequence[str
     A failed run is reported with its log's path and the end of the log, and the study goes on."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p)
+    # each run's share of the cores: transferlab's `threads: auto` sees one job per process (a study's
+    # parallel runs are separate processes, not a Hydra sweep) and would take every core in each of them
+    share = f"threads={max(1, len(os.sched_getaffinity(0)) // max(1, parallel))}"
 
     def one(job: Job) -> tuple[str, dict[str, Any] | None]:
         out = work / job.name
         metrics = out / "metrics.json"
         if not metrics.is_file():
             out.mkdir(parents=True, exist_ok=True)
-            cmd = ["nice", "-n", "10", sys.executable, "-m", "transferlab.train", *job.overrides, *extra,
+            threads = [] if any(o.startswith("threads=") for o in [*job.overrides, *extra]) else [share]
+            cmd = ["nice", "-n", "10", sys.executable, "-m", "transferlab.train", *job.overrides, *extra, *threads,
                    "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"]
             with open(out / "study.log", "w") as log:
                 log.write(" ".join(cmd) + "\n")

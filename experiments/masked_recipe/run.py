@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 from studylib import ci95, train_once, write_csv  # noqa: E402
 
 LABELS = 20
-BASE = ["model=transformer", "data=mnist1d"]
+BASE = ["model=transformer", "data=mnist1d", "threads=1"]  # one torch thread a run (transferlab sets it, not torch.set_num_threads)
 # probe variants: name -> overrides of the probe run (the first is the default `peft=linear_probe`)
 PROBES = {
     "default": [],
@@ -42,9 +42,6 @@ FIELDS = ["variant", "seed", "backbone", "probe", "val_acc", "test_acc", "pretra
 
 
 def study(work: Path, variant: str, seeds: list[int], pretrain: list[str], probes: list[str]) -> list[dict]:
-    import torch
-
-    torch.set_num_threads(1)
     rows = []
     for seed in seeds:
         out = work / variant / f"seed{seed}" / "pretrain"

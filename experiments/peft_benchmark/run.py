@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-COMMON = ["model=transformer", "model.width=64", "model.depth=4", "model.heads=4", "data=mnist1d",
+COMMON = ["threads=1", "model=transformer", "model.width=64", "model.depth=4", "model.heads=4", "data=mnist1d",
           "trainer.enable_progress_bar=false", "logger=csv", "scheduler=cosine", "scheduler.warmup_fraction=0.05"]
 # name -> (peft overrides, uses the pretrained backbone, default optimizer lr)
 METHODS: dict[str, tuple[list[str], bool, float]] = {
@@ -79,11 +79,8 @@ def peak_rss_mb() -> float | None:
 
 def run(overrides: list[str], out: Path) -> dict:
     """One run_stage; its metrics.json gains the run's own peak RSS."""
-    import torch
-
     from transferlab.runner.stage import run_stage
 
-    torch.set_num_threads(1)
     metrics = out / "metrics.json"
     if metrics.is_file():  # finished earlier: reuse (delete the folder to rerun)
         return json.loads(metrics.read_text())

@@ -63,9 +63,6 @@ def relabel(rows: list[dict]) -> list[dict]:
 
 def study(work: Path, seeds: list[int], methods: list[str], lrs: list[float | None], epochs: int | None, variant: str,
           extra: list[str]) -> list[dict]:
-    import torch
-
-    torch.set_num_threads(1)
     rows = []
     for seed in seeds:
         pre = work / f"seed{seed}" / "pretrain"

@@ -68,9 +68,6 @@ def knn(ckpt: Path, seed: int, out: Path) -> dict:
 
 
 def study(work: Path, seeds: list[int], smoke: bool) -> list[dict]:
-    import torch
-
-    torch.set_num_threads(1)
     pre_epochs, down_epochs = (1, 2) if smoke else (PRETRAIN_EPOCHS, DOWN_EPOCHS)
     rows = []
     for seed in seeds:
