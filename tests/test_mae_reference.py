@@ -132,3 +132,16 @@ def test_linear_probe_head_folds_into_a_plain_linear_for_export():
     assert [type(m) for m in folded] == [nn.Dropout, nn.Linear]  # the keys a peft=full head has
     with torch.no_grad():
         torch.testing.assert_close(folded(task.backbone(x)), task(x), atol=1e-5, rtol=1e-5)
+
+
+def test_block_masking_hides_one_contiguous_run_at_varied_starts(compose_fn):
+    task = mae(mask_mode="block")
+    _, _, _, keep, masked = x_and_mask(task, b=64)
+    assert keep == 5 and masked.sum(1).eq(5).all()
+    starts = masked.argmax(1)
+    for row, start in zip(masked, starts):
+        assert row[start:start + 5].eq(1).all()  # the 5 hidden patches are adjacent
+    assert len(set(starts.tolist())) == 6  # every start 0-5 drawn in 64 examples
+    with pytest.raises(ConfigError, match="task.mask_mode"):
+        mae(mask_mode="blocks")
+    assert compose_fn(["task=masked", "model=transformer"]).task.mask_mode == "random"

@@ -146,6 +146,7 @@ SCHEMA: dict[str, Rule] = {
     "task.label_smoothing": unit(),
     "task.head_dropout": unit(),
     "task.mask_ratio": unit(lo_open=True, hi_open=True),
+    "task.mask_mode": Rule("str", choices=("random", "block")),
     "task.temperature": Rule("number", lo=0, lo_open=True),
     "task.pretrained": Rule("str", optional=True),
     "task.monitor_mode": Rule("str", choices=("min", "max")),

@@ -27,6 +27,9 @@ def require_transformer(cfg: DictConfig, task: str) -> None:
                           f"task={task} needs model=transformer (it works on the transformer's patches/tokens)")
 
 
+MASK_MODES = ("random", "block")
+
+
 class MaskedTask(SSLTask):
     """MAE for signals/images, MLM for text; the decoder / LM head stays behind at hand-off."""
 
@@ -37,12 +40,15 @@ class MaskedTask(SSLTask):
         if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
             raise ConfigError("task.mask_ratio", ratio, "a number in (0, 1)")
 
-    def __init__(self, *args: Any, mask_ratio: float = 0.5, norm_pix_loss: bool = False,
+    def __init__(self, *args: Any, mask_ratio: float = 0.5, mask_mode: str = "random", norm_pix_loss: bool = False,
                  decoder: dict[str, Any] | None = None, mlm: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if not isinstance(self.backbone, Transformer):
             raise ConfigError("model", type(self.backbone).__name__, f"task={self.task_name} needs model=transformer")
         self.mask_ratio, self.norm_pix_loss = float(mask_ratio), bool(norm_pix_loss)
+        if mask_mode not in MASK_MODES:
+            raise ConfigError("task.mask_mode", mask_mode, f"one of {', '.join(MASK_MODES)}")
+        self.mask_mode = mask_mode
         width = self.backbone.feature_dim
         if self.spec.modality == "text":
             self._init_mlm(dict(mlm or {}), width)
@@ -61,10 +67,16 @@ class MaskedTask(SSLTask):
         self.decoder_pred = nn.Linear(dw, self.backbone.patch_dim)
 
     def random_masking(self, b: int, t: int, device: torch.device, generator: torch.Generator | None):
-        """A random permutation per example: its first `keep` positions stay visible.
+        """A random permutation per example: its first `keep` positions stay visible. `mask_mode=random`
+        hides any `t - keep` patches (MAE); `block` hides one contiguous run of them at a random start.
         Returns (order, restore, keep, masked) with masked[i, j] = 1.0 where patch j is hidden."""
         keep = min(t - 1, max(1, round(t * (1 - self.mask_ratio))))
-        order = torch.rand(b, t, device=device, generator=generator).argsort(1)
+        score = torch.rand(b, t, device=device, generator=generator)  # in [0, 1): lowest scores stay visible
+        if self.mask_mode == "block":
+            start = torch.randint(0, keep + 1, (b, 1), device=device, generator=generator)
+            pos = torch.arange(t, device=device)
+            score = score + ((pos >= start) & (pos < start + t - keep)).float()  # the block ranks last
+        order = score.argsort(1)
         restore = order.argsort(1)
         return order, restore, keep, (restore >= keep).float()  # hidden iff its rank in `order` >= keep
 
