@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 from studylib import ROOT, compose_train, train_once  # noqa: E402
 
 LABELS = 20
-BASE = ["model=transformer", "data=mnist1d"]
+BASE = ["model=transformer", "data=mnist1d", "threads=1"]  # one torch thread a run (studies share the cores)
 
 
 def features(backbone, loader, pool: str):
@@ -92,12 +92,9 @@ def report() -> str:
 
 
 def main() -> None:
-    import torch
-
     if sys.argv[1:] == ["--report"]:
         print(report())
         return
-    torch.set_num_threads(1)
     args = sys.argv[1:]
     random = args[0] == "--random"
     name, seed, over = args[int(random)], int(args[int(random) + 1]), args[int(random) + 2:]
