@@ -29,22 +29,23 @@ sys.path.insert(0, str(ROOT / "src"))
 
 COMMON = ["threads=1", "model=transformer", "model.width=64", "model.depth=4", "model.heads=4", "data=mnist1d",
           "trainer.enable_progress_bar=false", "logger=csv", "scheduler=cosine", "scheduler.warmup_fraction=0.05"]
-# name -> (peft overrides, uses the pretrained backbone, default optimizer lr)
-METHODS: dict[str, tuple[list[str], bool, float]] = {
-    "scratch": (["peft=full"], False, 1e-3),
-    "full": (["peft=full"], True, 1e-3),
-    "linear_probe": (["peft=linear_probe"], True, 1e-2),
-    "freeze_last2": (["peft=freeze", "peft.trainable_blocks=2"], True, 3e-3),
-    "bitfit": (["peft=bitfit"], True, 1e-2),
-    "lora_r1": (["peft=lora", "peft.r=1", "peft.alpha=2"], True, 3e-3),
-    "lora_r2": (["peft=lora", "peft.r=2", "peft.alpha=4"], True, 3e-3),
-    "lora_r4": (["peft=lora", "peft.r=4", "peft.alpha=8"], True, 3e-3),
-    "lora_r8": (["peft=lora", "peft.r=8", "peft.alpha=16"], True, 3e-3),
-    "dora_r4": (["peft=dora", "peft.r=4", "peft.alpha=8"], True, 3e-3),
-    "ia3": (["peft=ia3"], True, 1e-2),
-    "loha_r4": (["peft=loha", "peft.r=4", "peft.alpha=8"], True, 3e-3),
-    "lokr_r4": (["peft=lokr", "peft.r=4", "peft.alpha=8"], True, 3e-3),
-    "adapter_b16": (["peft=adapter", "peft.bottleneck=16"], True, 3e-3),
+# name -> (peft overrides, uses the pretrained backbone); every method trains at its own default lr
+# (conf/peft/*.yaml peft.optimizer.lr, chosen on validation in experiments/peft_defaults; else the optimizer group's)
+METHODS: dict[str, tuple[list[str], bool]] = {
+    "scratch": (["peft=full"], False),
+    "full": (["peft=full"], True),
+    "linear_probe": (["peft=linear_probe"], True),
+    "freeze_last2": (["peft=freeze", "peft.trainable_blocks=2"], True),
+    "bitfit": (["peft=bitfit"], True),
+    "lora_r1": (["peft=lora", "peft.r=1", "peft.alpha=2"], True),
+    "lora_r2": (["peft=lora", "peft.r=2", "peft.alpha=4"], True),
+    "lora_r4": (["peft=lora", "peft.r=4", "peft.alpha=8"], True),
+    "lora_r8": (["peft=lora", "peft.r=8", "peft.alpha=16"], True),
+    "dora_r4": (["peft=dora", "peft.r=4", "peft.alpha=8"], True),
+    "ia3": (["peft=ia3"], True),
+    "loha_r4": (["peft=loha", "peft.r=4", "peft.alpha=8"], True),
+    "lokr_r4": (["peft=lokr", "peft.r=4", "peft.alpha=8"], True),
+    "adapter_b16": (["peft=adapter", "peft.bottleneck=16"], True),
 }
 FEW_SHOT_METHODS = ["scratch", "full", "linear_probe", "lora_r1", "lora_r4", "adapter_b16"]
 
@@ -118,12 +119,12 @@ def main() -> None:
     ap.add_argument("--few-shot", type=int, default=10, help="labels per class of the few-label setting (0: skip)")
     ap.add_argument("--few-shot-epochs", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", nargs="*", default=[], help="per-method learning rate overrides, e.g. full=3e-4")
+    ap.add_argument("--lr", nargs="*", default=[], help="per-method learning rate overrides, e.g. full=3e-4 (default: the method's own)")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     ap.add_argument("--results", default=str(HERE))
     args = ap.parse_args()
     runs, results = Path(args.runs).resolve(), Path(args.results)
-    lrs = {name: lr for name, (_, _, lr) in METHODS.items()}
+    lrs: dict[str, float | None] = dict.fromkeys(METHODS)
     lrs.update({k: float(v) for k, v in (item.split("=") for item in args.lr)})
     start = time.perf_counter()
     data = [f"data.batch_size={args.batch_size}"]
@@ -141,18 +142,18 @@ def main() -> None:
         for name in args.methods:
             if k is not None and name not in FEW_SHOT_METHODS:
                 continue
-            peft, use_pre, _ = METHODS[name]
+            peft, use_pre = METHODS[name]
             for seed in args.seeds:
                 pre = runs / "pretrain" / f"seed{seed}" / "checkpoints" / "last.ckpt"
                 over = [*COMMON, *data, "task=finetune", f"seed={seed}", "data.classes=[5,6,7,8,9]", *peft,
-                        f"optimizer.lr={lrs[name]}", f"trainer.max_epochs={epochs}",
+                        *([f"optimizer.lr={lrs[name]}"] if lrs[name] is not None else []), f"trainer.max_epochs={epochs}",
                         f"data.labels_per_class={k if k else 'null'}",
                         f"task.pretrained={pre}" if use_pre else "task.pretrained=null"]
                 jobs.append((over, runs / ("all" if k is None else f"k{k}") / name / f"seed{seed}"))
-                meta.append((setting, name, seed, epochs))
+                meta.append((setting, name, seed, epochs, float(compose(over, runs).optimizer.lr)))
     rows: list[dict] = []
-    for (setting, name, seed, epochs), m in zip(meta, run_all(jobs, args.jobs)):
-        rows.append({"setting": setting, "method": name, "seed": seed, "lr": lrs[name], "epochs": epochs,
+    for (setting, name, seed, epochs, lr), m in zip(meta, run_all(jobs, args.jobs)):
+        rows.append({"setting": setting, "method": name, "seed": seed, "lr": lr, "epochs": epochs,
                      "test_acc": m["test/acc"], "trainable": int(m["params/trainable"]),
                      "adapter": int(m.get("params/adapter", 0)), "total": int(m["params/total"]),
                      "trainable_pct": m["params/trainable_pct"], "step_ms": m.get("time/step_ms"),
