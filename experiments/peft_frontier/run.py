@@ -20,6 +20,7 @@ from studylib import (  # noqa: E402
     ROOT,
     Job,
     Timer,
+    ci95,
     downstream_trainer,
     fmt,
     group,
@@ -89,7 +90,25 @@ def report(rows: list[dict], meta: dict) -> str:
     fig.savefig(OUT / "peft_frontier.png", dpi=120)
     plt.close(fig)
     return (f"MNIST-1D classes 5-9, {meta['labels']} labels per class, model={meta['model']}, mean ± std over seeds {meta['seeds']} (%)\n\n"
-            + markdown_table(["method", "trainable %", "trainable params", "test acc", "mean shifted acc", "test ECE"], body))
+            + markdown_table(["method", "trainable %", "trainable params", "test acc", "mean shifted acc", "test ECE"], body)
+            + "\n\n" + paired(down, rows, order))
+
+
+def paired(down: list[dict], rows: list[dict], order: list[tuple]) -> str:
+    """Each method minus full fine-tuning on the same seed (test accuracy, points), and the source accuracy."""
+    by = {(r["seed"], r["method"]): r["test/acc"] for r in down}
+    body = []
+    for (method,) in order:
+        if method == "full":
+            continue
+        diffs = [100 * (by[(s, method)] - by[(s, "full")]) for s in sorted({r["seed"] for r in down})
+                 if (s, method) in by and (s, "full") in by]
+        m, sd = mean_std(diffs)
+        body.append([method, ", ".join(f"{d:+.1f}" for d in diffs), f"{m:+.1f} ± {sd:.1f}", f"± {ci95(diffs):.1f}"])
+    source = ", ".join(f"{100 * r['test/acc']:.1f}" for r in sorted(rows, key=lambda r: r["seed"]) if r["method"] == "pretrain")
+    return ("Paired by seed, method minus `peft=full` (test accuracy, points; 95 % t-interval of the mean):\n\n"
+            + markdown_table(["method", "per seed", "mean ± std", "95 % CI"], body)
+            + f"\n\nSource accuracy of the pretrained transformers (classes 0-4, test, per seed): {source} %")
 
 
 def main() -> None:
