@@ -31,9 +31,10 @@ def _overrides(folder: Path, pace: float = 0.0) -> list[str]:
     return RUN + [f"+callbacks.pace.progress_file={folder / 'progress'}", f"+callbacks.pace.seconds={pace}"]
 
 
-def _start(folder: Path, *extra: str) -> subprocess.Popen:
+def _start(folder: Path, *extra: str, pace: float = 0.1) -> subprocess.Popen:
+    """The CLI run in its own process group; `pace` seconds a step give a test time to kill it mid-epoch."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")]), "WANDB_API_KEY": SECRET}
-    args = [sys.executable, "-m", "transferlab.train", *_overrides(folder, pace=0.1), f"hydra.run.dir={folder}", *extra]
+    args = [sys.executable, "-m", "transferlab.train", *_overrides(folder, pace=pace), f"hydra.run.dir={folder}", *extra]
     log = open(folder.parent / f"{folder.name}.log", "w")  # a file, not a pipe: a full pipe would stall the run
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -160,7 +161,7 @@ def test_ddp_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert 0 < saved <= kill_at and saved % EVERY == 0
     for folder, extra in ((run, ["resume=auto"]), (reference, [])):
         folder.mkdir(exist_ok=True)
-        proc = _start(folder, *ddp, *extra)
+        proc = _start(folder, *ddp, *extra, pace=0.0)  # nothing to kill: full speed
         try:
             code = proc.wait(timeout=600)  # budget on a loaded 2-core machine; the group is killed either way
         finally:
