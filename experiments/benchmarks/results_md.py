@@ -80,7 +80,10 @@ def overhead_section(out: list[str]) -> None:
             " fixed work per step (the profile below), decides these intervals. Earlier 10-pair runs of the mid script"
             " gave 0.986 (0.957-1.041, met; results/overhead_mid.json at commit 1d850a0, before `gc.collect()` between"
             " runs) and 1.032 (0.965-1.100, not met; commit 3fe6726): with 10 pairs the verdict moved between runs,"
-            " which is why both sizes now default to 20 pairs."]
+            " which is why both sizes now default to 20 pairs. The small script's previous 20-pair run gave 1.056"
+            " (0.980-1.157, not shown; results/overhead_small.json at commit 3ddbfbc) while the plain loop ran at"
+            " 30.7-44.9 steps/s: the same script on the same idle machine, hours apart, moved the small model's median"
+            " by 0.05 and its verdict from 'not shown' to 'not met'."]
     out += ["", "Read the rows with their load: the benchmark itself keeps one core busy (load ~1). Under heavy load (10-15,"
             " the earlier files in git history) the torch kernels of both sides slow down far more than transferlab's fixed"
             " Python work per step, which dilutes the ratio toward 1: such a row is not evidence for a quiet machine.", ""]
