@@ -145,7 +145,12 @@ def test_checkpoint_from_the_previous_layout_evaluates_exactly(tmp_path, name):
                       tmp_path, config_name="eval")  # the data config stored in the file
     summary = evaluate(cfg)
     expected = json.loads((FIXTURES / f"{name}.metrics.json").read_text())
-    assert {k: summary[k] for k in expected} == expected
+    # The fixture was written on another host: a float32 sum may round differently in its last bit there
+    # (another SIMD width; seen on test/ece, 0.1344898 vs 0.1344898), so floats agree to float32 rounding
+    # (rel 1e-6, a few ulps), counts exactly. Same-host exactness: tests/test_checkpoint_truth.py (eval == metrics.json).
+    assert summary.keys() >= expected.keys()
+    for key, value in expected.items():
+        assert summary[key] == (value if isinstance(value, int) else pytest.approx(value, rel=1e-6, abs=1e-9)), key
 
 
 def test_checkpoint_from_the_previous_layout_hands_off_its_backbone(tmp_path):
