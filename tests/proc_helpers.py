@@ -2,7 +2,9 @@
 killed on timeout or when the test is done, and an assertion that no process of the group is left.
 
 `run(...)` is `subprocess.run` for tests; `started(...)` is a context manager around `Popen` for tests
-that interact with a live process (send it signals, wait for a step).
+that interact with a live process (send it signals, wait for a step); `in_background(...)` starts a
+command now and hands back `finish(timeout)`, so that independent CLI runs (each mostly imports, one
+core idle) overlap instead of queueing.
 """
 
 import contextlib
@@ -10,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -79,3 +81,27 @@ def started(args: list[str], **kwargs) -> Iterator[subprocess.Popen]:
             proc.wait(timeout=10)
         kill_group(proc.pid, grace=2)
         assert_no_group_left(proc.pid)
+
+
+@contextlib.contextmanager
+def in_background(args: list[str], folder: Path, **kwargs) -> Iterator[Callable[[float], subprocess.CompletedProcess]]:
+    """Start `args` now in a new session, output to `folder`/stdout.log and stderr.log (a pipe nobody reads
+    would fill and stall it). Yields `finish(timeout)`: wait, kill what the process left, check the group is
+    gone, return the CompletedProcess (text output); past `timeout` the group is killed and the test fails.
+    On exit the group is killed whether or not `finish` was called."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "stdout.log", "w") as out, open(folder / "stderr.log", "w") as err, \
+            started(args, stdout=out, stderr=err, **kwargs) as proc:
+
+        def finish(timeout: float) -> subprocess.CompletedProcess:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_group(proc.pid, grace=2)
+                raise AssertionError(f"timed out after {timeout:g} s (process group killed): {args}") from None
+            kill_group(proc.pid, grace=2)
+            assert_no_group_left(proc.pid)
+            return subprocess.CompletedProcess(args, proc.returncode, (folder / "stdout.log").read_text(),
+                                               (folder / "stderr.log").read_text())
+
+        yield finish

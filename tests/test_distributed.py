@@ -39,7 +39,25 @@ def metrics(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> Path:
+def failed_sweep(tmp_path_factory):
+    """A 3-job DDP multirun whose rank 1 diverges in job 0 and rank 0 in job 1 (see the test that reads it).
+
+    Started before `sweep` and left running alongside it: a DDP job is mostly two imports one after the
+    other (rank 0, then the rank it launches) with one core idle, so the two sweeps overlap well.
+    """
+    cwd = tmp_path_factory.mktemp("ddp_failed")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-m", "transferlab.train", "-m", *DDP, "trainer.max_epochs=1",
+            "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
+            "+callbacks.poison._target_=fault_helpers.PoisonWeights", "+callbacks.poison.at_step=3",
+            "+callbacks.poison.rank=1,0,-1", f"hydra.sweep.dir={cwd / 'sweep'}"]
+    with proc_helpers.in_background(args, cwd, cwd=cwd, env=env) as finish:
+        yield cwd / "sweep", finish
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, failed_sweep) -> Path:
     """A 3-job multirun (linear probe, full, LoRA) from the command line, each job DDP on 2 processes (Lightning launches the second)."""
     cwd = tmp_path_factory.mktemp("ddp")
     cli(["-m", *DDP, "peft=linear_probe,full,lora", f"hydra.sweep.dir={cwd / 'sweep'}"], cwd)
@@ -77,20 +95,14 @@ def test_ddp_matches_one_process_with_the_same_global_batch(sweep, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failed_ddp_job_does_not_end_the_sweep(tmp_path):
+def test_a_failed_ddp_job_does_not_end_the_sweep(failed_sweep):
     """Rank 1 diverges in job 0, rank 0 in job 1: both recorded as failed, job 2 runs, no rank left behind.
 
     (Lightning's own child watcher SIGKILLs the whole process when any child exits non-zero, even
     a job later; a failure in rank 0 left its child waiting in a collective.)
     """
-    sweep = tmp_path / "sweep"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    proc = proc_helpers.run([sys.executable, "-m", "transferlab.train", "-m", *DDP, "trainer.max_epochs=1",
-                             "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
-                             "+callbacks.poison._target_=fault_helpers.PoisonWeights", "+callbacks.poison.at_step=3",
-                             "+callbacks.poison.rank=1,0,-1", f"hydra.sweep.dir={sweep}"],
-                            cwd=tmp_path, env=env, timeout=DDP_BUDGET_S)
+    sweep, finish = failed_sweep
+    proc = finish(DDP_BUDGET_S)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "error: 2 of 3 sweep jobs failed" in proc.stderr
     first, second = (json.loads((sweep / job / "error.json").read_text()) for job in ("0", "1"))

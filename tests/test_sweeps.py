@@ -41,8 +41,20 @@ def files_containing(folder: Path, needle: str) -> list[Path]:
     return hits
 
 
+@pytest.fixture(scope="module")
+def optuna_sweep(tmp_path_factory):
+    """3 Optuna trials as submitit jobs, lr drawn from {1e-3, 1e30}: started by the grid test (which runs
+    alongside it: both are mostly imports with a core idle) and read by the Optuna test."""
+    sweep = tmp_path_factory.mktemp("optuna") / "sweep"
+    args = [sys.executable, "-m", "transferlab.train", "hparams_search=optuna", "task=supervised",
+            "optimizer.lr=choice(0.001,1e30)", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3",
+            "hydra/launcher=submitit_local", *TINY, f"hydra.sweep.dir={sweep}"]
+    with proc_helpers.in_background(args, sweep.parent / "log", cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "0"}) as finish:
+        yield sweep, finish
+
+
 @pytest.mark.slow
-def test_grid_multirun_end_to_end(tmp_path):
+def test_grid_multirun_end_to_end(tmp_path, optuna_sweep):
     """2x2 sweep (peft x seed) with csv + tensorboard + W&B: four run folders, the summary, compare, one W&B group."""
     from transferlab.compare import main as compare_main
 
@@ -130,12 +142,10 @@ def test_failing_jobs_are_recorded_and_the_sweep_exits_nonzero(tmp_path):
 
 
 @pytest.mark.slow
-def test_optuna_on_submitit_local_survives_a_diverged_trial(tmp_path):
+def test_optuna_on_submitit_local_survives_a_diverged_trial(optuna_sweep):
     """3 Optuna trials as submitit jobs; the diverged trials count as the worst value, the study finishes."""
-    sweep = tmp_path / "sweep"
-    proc = run_cli(["hparams_search=optuna", "task=supervised", "optimizer.lr=choice(0.001,1e30)",
-                    "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3", "hydra/launcher=submitit_local",
-                    *TINY, f"hydra.sweep.dir={sweep}"])
+    sweep, finish = optuna_sweep
+    proc = finish(400)
     rows = read_csv(sweep / "summary.csv")
     assert len(rows) == 3 and (sweep / ".submitit").is_dir()
     diverged = [r for r in rows if float(r["optimizer.lr"]) > 1]
