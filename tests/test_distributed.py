@@ -57,7 +57,21 @@ def failed_sweep(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, failed_sweep) -> Path:
+def contrastive_sweep(tmp_path_factory):
+    """SimCLR under DDP with and without gathered negatives (2 jobs), started by `sweep` like `failed_sweep`."""
+    cwd = tmp_path_factory.mktemp("ddp_contrastive")
+    args = [sys.executable, "-m", "transferlab.train", "-m", "task=contrastive", "model=mlp", "model.hidden=64",
+            "trainer=ddp_cpu", "data.batch_size=32", "trainer.enable_progress_bar=false", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+            "trainer.log_every_n_steps=1", "callbacks.step_stats=null", "task.gather_negatives=true,false",
+            f"hydra.sweep.dir={cwd / 'sweep'}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    with proc_helpers.in_background(args, cwd, cwd=cwd, env=env) as finish:
+        yield cwd / "sweep", finish
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, failed_sweep, contrastive_sweep) -> Path:
     """A 3-job multirun (linear probe, full, LoRA) from the command line, each job DDP on 2 processes (Lightning launches the second)."""
     cwd = tmp_path_factory.mktemp("ddp")
     cli(["-m", *DDP, "peft=linear_probe,full,lora", f"hydra.sweep.dir={cwd / 'sweep'}"], cwd)
@@ -165,15 +179,13 @@ def test_bf16_mixed_one_tiny_step(tmp_path):
 
 
 @pytest.mark.slow
-def test_contrastive_under_ddp_takes_negatives_from_every_rank(tmp_path):
+def test_contrastive_under_ddp_takes_negatives_from_every_rank(contrastive_sweep):
     """SimCLR under DDP: 2 x 32 examples gathered give each view 126 negatives (loss ~ log 127), not 62 (~ log 63)."""
     import csv
 
-    sweep = tmp_path / "sweep"
-    cli(["-m", "task=contrastive", "model=mlp", "model.hidden=64", "trainer=ddp_cpu", "data.batch_size=32",
-         "trainer.enable_progress_bar=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.log_every_n_steps=1",
-         "callbacks.step_stats=null", "task.gather_negatives=true,false", f"hydra.sweep.dir={sweep}"], tmp_path)
+    sweep, finish = contrastive_sweep
+    proc = finish(DDP_BUDGET_S)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     first = []
     for job in ("0", "1"):
         rows = list(csv.DictReader((sweep / job / "csv" / "metrics.csv").open()))

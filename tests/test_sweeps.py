@@ -43,8 +43,8 @@ def files_containing(folder: Path, needle: str) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def optuna_sweep(tmp_path_factory):
-    """3 Optuna trials as submitit jobs, lr drawn from {1e-3, 1e30}: started by the grid test (which runs
-    alongside it: both are mostly imports with a core idle) and read by the Optuna test."""
+    """3 Optuna trials as submitit jobs, lr drawn from {1e-3, 1e30}: started by the grid test, which runs
+    alongside it (each sweep is mostly imports, one after another with a core idle), read by the Optuna test."""
     sweep = tmp_path_factory.mktemp("optuna") / "sweep"
     args = [sys.executable, "-m", "transferlab.train", "hparams_search=optuna", "task=supervised",
             "optimizer.lr=choice(0.001,1e30)", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3",
@@ -53,8 +53,18 @@ def optuna_sweep(tmp_path_factory):
         yield sweep, finish
 
 
+@pytest.fixture(scope="module")
+def joblib_sweep(tmp_path_factory):
+    """joblib (2 processes): lr {1e-3, 1e30} x devices {1, 99}; started by the grid test like `optuna_sweep`."""
+    sweep = tmp_path_factory.mktemp("joblib") / "sweep"
+    args = [sys.executable, "-m", "transferlab.train", "-m", "task=supervised", "optimizer.lr=1e-3,1e30",
+            "trainer.devices=1,99", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    with proc_helpers.in_background(args, sweep.parent / "log", cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "0"}) as finish:
+        yield sweep, finish
+
+
 @pytest.mark.slow
-def test_grid_multirun_end_to_end(tmp_path, optuna_sweep):
+def test_grid_multirun_end_to_end(tmp_path, optuna_sweep, joblib_sweep):
     """2x2 sweep (peft x seed) with csv + tensorboard + W&B: four run folders, the summary, compare, one W&B group."""
     from transferlab.compare import main as compare_main
 
@@ -116,11 +126,10 @@ def test_grid_multirun_end_to_end(tmp_path, optuna_sweep):
 
 
 @pytest.mark.slow
-def test_failing_jobs_are_recorded_and_the_sweep_exits_nonzero(tmp_path):
+def test_failing_jobs_are_recorded_and_the_sweep_exits_nonzero(joblib_sweep):
     """joblib (2 processes): a config error and a NaN divergence are recorded; the healthy job finishes."""
-    sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "task=supervised", "optimizer.lr=1e-3,1e30", "trainer.devices=1,99", *TINY,
-                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"])
+    sweep, finish = joblib_sweep
+    proc = finish(400)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "3 of 4 sweep jobs failed" in proc.stderr
 
