@@ -85,3 +85,39 @@ class MemoryProbe(pl.Callback):
 def _batch_size(trainer) -> int | None:
     dm = getattr(trainer, "datamodule", None)
     return getattr(dm, "batch_size", None)
+
+
+class StepParts(pl.Callback):
+    """Real-time boundaries inside each training step (step_parts.py): batch start, backbone forward
+    start/end (hooks on `pl_module.backbone`), before/after backward, before the optimizer step, batch end."""
+
+    last: "StepParts | None" = None
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = []
+        self._now: dict[str, float] = {}
+        self._hooked = False
+        StepParts.last = self
+
+    def _mark(self, name: str) -> None:
+        self._now[name] = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self._hooked:
+            pl_module.backbone.register_forward_pre_hook(lambda *_: self._mark("forward_start"))
+            pl_module.backbone.register_forward_hook(lambda *_: self._mark("forward_end"))
+            self._hooked = True
+        self._now = {"batch_start": time.perf_counter()}
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._mark("backward_start")
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self._mark("backward_end")
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._mark("optimizer_start")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._mark("batch_end")
+        self.steps.append(dict(self._now))
