@@ -36,14 +36,9 @@ TL_PARTS = {
     "optimizer step": ("optimizer_start", "batch_end"),
     "batch end to next batch (LR scheduler, loggers, progress bar, data fetch)": ("batch_end", "next"),
 }
-PLAIN_PARTS = {
-    "dispatch to the forward (Lightning)": ("batch_start", "forward_start"),
-    "backbone forward": ("forward_start", "forward_end"),
-    "head, loss, metric updates, self.log, zero_grad (Lightning's closure)": ("forward_end", "backward_start"),
-    "backward": ("backward_start", "backward_end"),
-    "optimizer step": ("backward_end", "batch_end"),
-    "batch end to next batch (LR scheduler, loggers, progress bar, data fetch)": ("batch_end", "next"),
-}
+# the plain loop has no hooks between backward and step: its optimizer step starts where the backward ends
+PLAIN_PARTS = {name: (("backward_end", "batch_end") if name == "optimizer step" else span)
+               for name, span in TL_PARTS.items() if name != "after backward, before the step (hooks)"}
 
 
 def summarise(steps: list[dict[str, float]], parts: dict[str, tuple[str, str]], warmup: int) -> dict[str, float]:
