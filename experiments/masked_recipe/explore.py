@@ -12,6 +12,7 @@ One JSON line per call is appended to exploration.jsonl.
 
     python experiments/masked_recipe/explore.py e100 0 trainer.max_epochs=100 threads=1      # ~10-15 min here
     python experiments/masked_recipe/explore.py --random random 0                            # random features, ~30 s
+    python experiments/masked_recipe/explore.py --random random_p8 0 model.patch_size=8      # random features of that backbone
     python experiments/masked_recipe/explore.py --report                                     # exploration.md from the rows
 """
 
@@ -40,7 +41,12 @@ def features(backbone, loader, pool: str):
     return feats.numpy(), labels.numpy()
 
 
-def strong_probe(run: Path | None, seed: int, work: Path) -> dict:
+def model_keys(over: list[str]) -> list[str]:
+    """The `model.*` overrides of a pretraining: the probes must build the same backbone."""
+    return [o for o in over if o.startswith("model.")]
+
+
+def strong_probe(run: Path | None, seed: int, work: Path, model_over: list[str]) -> dict:
     """Logistic regression on frozen features of `run`'s backbone (None: random init), per pooling."""
     import torch
     from sklearn.linear_model import LogisticRegression
@@ -49,7 +55,7 @@ def strong_probe(run: Path | None, seed: int, work: Path) -> dict:
     from transferlab.runner.build import build_backbone, build_datamodule
     from transferlab.utils.checkpoint import load_backbone
 
-    cfg = compose_train(["task=finetune", "peft=linear_probe", *BASE, f"seed={seed}", f"data.labels_per_class={LABELS}"], work)
+    cfg = compose_train(["task=finetune", "peft=linear_probe", *BASE, *model_over, f"seed={seed}", f"data.labels_per_class={LABELS}"], work)
     torch.manual_seed(seed)
     dm = build_datamodule(cfg)
     dm.setup("fit")
@@ -75,12 +81,13 @@ def strong_probe(run: Path | None, seed: int, work: Path) -> dict:
 def report() -> str:
     """exploration.md: one line per row of exploration.jsonl, test accuracy %, the random rows as the reference."""
     rows = [json.loads(line) for line in (HERE / "exploration.jsonl").read_text().splitlines() if line.strip()]
-    random = {r["seed"]: r for r in rows if r["name"] == "random"}
+    # the reference: the random transformer of the same seed and the same model overrides (e.g. model.patch_size)
+    random = {(r["seed"], tuple(model_keys(r["over"]))): r for r in rows if r["name"].startswith("random")}
     lines = ["| variant | seed | pretraining overrides | wall s | val MAE loss | logreg CLS (val / test) | logreg mean (val / test) "
              "| mean − random (test) | default probe (val / test) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ref = random.get(r["seed"])
-        gain = f"{100 * (r['mean']['test'] - ref['mean']['test']):+.1f}" if ref and r["name"] != "random" else ""
+        ref = random.get((r["seed"], tuple(model_keys(r["over"]))))
+        gain = f"{100 * (r['mean']['test'] - ref['mean']['test']):+.1f}" if ref and not r["name"].startswith("random") else ""
         probe = f"{100 * r['probe_val']:.1f} / {100 * r['probe_test']:.1f}" if "probe_val" in r else ""
         loss = f"{r['val_loss']:.3f}" if r.get("val_loss") is not None else ""
         lines.append(f"| {r['name']} | {r['seed']} | {' '.join(r['over']) or '(defaults)'} | {r.get('wall', '')} | {loss} | "
@@ -101,13 +108,13 @@ def main() -> None:
     work = ROOT / "outputs" / "studies" / "masked_recipe_explore" / name / f"seed{seed}"
     row = {"name": name, "seed": seed, "over": over}
     if random:
-        row.update(strong_probe(None, seed, work / "probe_cfg"))
+        row.update(strong_probe(None, seed, work / "probe_cfg", model_keys(over)))
     else:
         t0 = time.time()
         m = train_once(["task=masked", *BASE, f"seed={seed}", *over], work / "pretrain")
         row.update({"wall": round(m.get("time/wall_s", time.time() - t0)), "val_loss": m.get("val/loss")})
-        row.update(strong_probe(work / "pretrain", seed, work / "probe_cfg"))
-        p = train_once(["task=finetune", "peft=linear_probe", *BASE, f"seed={seed}", f"data.labels_per_class={LABELS}",
+        row.update(strong_probe(work / "pretrain", seed, work / "probe_cfg", model_keys(over)))
+        p = train_once(["task=finetune", "peft=linear_probe", *BASE, *model_keys(over), f"seed={seed}", f"data.labels_per_class={LABELS}",
                         f"task.pretrained={work / 'pretrain'}"], work / "probe")
         row.update({"probe_val": p["val/acc"], "probe_test": p["test/acc"]})
     print(json.dumps(row))
