@@ -13,6 +13,7 @@ One JSON line per call is appended to exploration.jsonl.
     python experiments/masked_recipe/explore.py e100 0 trainer.max_epochs=100 threads=1      # ~10-15 min here
     python experiments/masked_recipe/explore.py --random random 0                            # random features, ~30 s
     python experiments/masked_recipe/explore.py --random random_p8 0 model.patch_size=8      # random features of that backbone
+    python experiments/masked_recipe/explore.py digits 0 data=digits model.patch_size=2      # another data set (default mnist1d)
     python experiments/masked_recipe/explore.py --report                                     # exploration.md from the rows
 """
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 from studylib import ROOT, compose_train, train_once  # noqa: E402
 
 LABELS = 20
-BASE = ["model=transformer", "data=mnist1d", "threads=1"]  # one torch thread a run (studies share the cores)
+BASE = ["model=transformer", "threads=1"]  # one torch thread a run (studies share the cores)
 
 
 def features(backbone, loader, pool: str):
@@ -41,9 +42,14 @@ def features(backbone, loader, pool: str):
     return feats.numpy(), labels.numpy()
 
 
+def with_data(over: list[str]) -> list[str]:
+    """The overrides with the data set made explicit (`data=mnist1d` unless they choose another)."""
+    return over if any(o.startswith("data=") for o in over) else ["data=mnist1d", *over]
+
+
 def model_keys(over: list[str]) -> list[str]:
-    """The `model.*` overrides of a pretraining: the probes must build the same backbone."""
-    return [o for o in over if o.startswith("model.")]
+    """The data set and the `model.*` overrides of a pretraining: the probes must build the same backbone on the same data."""
+    return [o for o in with_data(over) if o.startswith(("data=", "model."))]
 
 
 def strong_probe(run: Path | None, seed: int, work: Path, model_over: list[str]) -> dict:
@@ -111,7 +117,7 @@ def main() -> None:
         row.update(strong_probe(None, seed, work / "probe_cfg", model_keys(over)))
     else:
         t0 = time.time()
-        m = train_once(["task=masked", *BASE, f"seed={seed}", *over], work / "pretrain")
+        m = train_once(["task=masked", *BASE, f"seed={seed}", *with_data(over)], work / "pretrain")
         row.update({"wall": round(m.get("time/wall_s", time.time() - t0)), "val_loss": m.get("val/loss")})
         row.update(strong_probe(work / "pretrain", seed, work / "probe_cfg", model_keys(over)))
         p = train_once(["task=finetune", "peft=linear_probe", *BASE, *model_keys(over), f"seed={seed}", f"data.labels_per_class={LABELS}",
