@@ -27,9 +27,13 @@ DDP = [*SMALL, "trainer=ddp_cpu", "data.batch_size=32"]
 DDP_BUDGET_S = float(os.environ.get("TRANSFERLAB_TEST_DDP_BUDGET_S", "600"))
 
 
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of every CLI run here: unbuffered output, one OpenMP thread a process."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra}
+
+
 def cli(args: list[str], cwd: Path, timeout: float = DDP_BUDGET_S, module: tuple[str, ...] = ("-m", "transferlab.train")):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = proc_helpers.run([sys.executable, *module, *args], cwd=cwd, env=env, timeout=timeout)
+    proc = proc_helpers.run([sys.executable, *module, *args], cwd=cwd, env=cli_env(), timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -46,8 +50,7 @@ def failed_sweep(tmp_path_factory):
     other (rank 0, then the rank it launches) with one core idle, so the two sweeps overlap well.
     """
     cwd = tmp_path_factory.mktemp("ddp_failed")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = cli_env(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     args = [sys.executable, "-m", "transferlab.train", "-m", *DDP, "trainer.max_epochs=1",
             "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,fault_helpers.]",
             "+callbacks.poison._target_=fault_helpers.PoisonWeights", "+callbacks.poison.at_step=3",
@@ -65,8 +68,7 @@ def contrastive_sweep(tmp_path_factory):
             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
             "trainer.log_every_n_steps=1", "callbacks.step_stats=null", "task.gather_negatives=true,false",
             f"hydra.sweep.dir={cwd / 'sweep'}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    with proc_helpers.in_background(args, cwd, cwd=cwd, env=env) as finish:
+    with proc_helpers.in_background(args, cwd, cwd=cwd, env=cli_env()) as finish:
         yield cwd / "sweep", finish
 
 
@@ -149,7 +151,7 @@ def free_port() -> int:
 def test_torchrun_two_nodes_on_loopback_matches_local_ddp(sweep, tmp_path):
     """torchrun --nnodes=2 --nproc_per_node=1: the same numbers as Lightning's 2 local processes."""
     port, run = free_port(), tmp_path / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = cli_env()
     with contextlib.ExitStack() as stack:
         nodes = [stack.enter_context(proc_helpers.started(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",

@@ -23,9 +23,20 @@ TINY = [
 FAKE_KEY = "tlsecret-0123456789abcdef0123456789abcdef"
 
 
+def _cli(args: list[str], env: dict | None) -> tuple[list[str], dict]:
+    """The command line and environment of a `transferlab.train` run from the repository root."""
+    return [sys.executable, "-m", "transferlab.train", *args], {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+
+
 def run_cli(args: list[str], env: dict | None = None, timeout: int = 400) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return proc_helpers.run([sys.executable, "-m", "transferlab.train", *args], cwd=ROOT, env=full_env, timeout=timeout)
+    command, full_env = _cli(args, env)
+    return proc_helpers.run(command, cwd=ROOT, env=full_env, timeout=timeout)
+
+
+def start_cli(args: list[str], folder: Path, env: dict | None = None):
+    """`run_cli` started in the background (`proc_helpers.in_background`: output in `folder`); yields `finish(timeout)`."""
+    command, full_env = _cli(args, env)
+    return proc_helpers.in_background(command, folder, cwd=ROOT, env=full_env)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -46,10 +57,9 @@ def optuna_sweep(tmp_path_factory):
     """3 Optuna trials as submitit jobs, lr drawn from {1e-3, 1e30}: started by the grid test, which runs
     alongside it (each sweep is mostly imports, one after another with a core idle), read by the Optuna test."""
     sweep = tmp_path_factory.mktemp("optuna") / "sweep"
-    args = [sys.executable, "-m", "transferlab.train", "hparams_search=optuna", "task=supervised",
-            "optimizer.lr=choice(0.001,1e30)", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3",
-            "hydra/launcher=submitit_local", *TINY, f"hydra.sweep.dir={sweep}"]
-    with proc_helpers.in_background(args, sweep.parent / "log", cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "0"}) as finish:
+    with start_cli(["hparams_search=optuna", "task=supervised", "optimizer.lr=choice(0.001,1e30)",
+                    "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3", "hydra/launcher=submitit_local",
+                    *TINY, f"hydra.sweep.dir={sweep}"], sweep.parent / "log") as finish:
         yield sweep, finish
 
 
@@ -57,9 +67,8 @@ def optuna_sweep(tmp_path_factory):
 def joblib_sweep(tmp_path_factory):
     """joblib (2 processes): lr {1e-3, 1e30} x devices {1, 99}; started by the grid test like `optuna_sweep`."""
     sweep = tmp_path_factory.mktemp("joblib") / "sweep"
-    args = [sys.executable, "-m", "transferlab.train", "-m", "task=supervised", "optimizer.lr=1e-3,1e30",
-            "trainer.devices=1,99", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
-    with proc_helpers.in_background(args, sweep.parent / "log", cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "0"}) as finish:
+    with start_cli(["-m", "task=supervised", "optimizer.lr=1e-3,1e30", "trainer.devices=1,99", *TINY,
+                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"], sweep.parent / "log") as finish:
         yield sweep, finish
 
 
