@@ -64,10 +64,10 @@ def transferlab_rate(size: str, steps: int, warmup: int, extra: list[str], workd
             "steps_per_s_incl_val": steady_rate(starts, warmup), "steps": len(starts), "step_s": _gaps(starts)}
 
 
-def plain_rate(size: str, steps: int, warmup: int, workdir: Path) -> dict:
-    """The hand-written loop a researcher would write: DataLoader over the same tensors, AdamW."""
+def plain_parts(size: str, workdir: Path):
+    """The hand-written loop's parts a researcher would write: the same backbone + a linear head, AdamW,
+    a DataLoader over the same tensors. Returns (backbone, model, optimizer, loader); the model is in train mode."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
     from torch.utils.data import DataLoader
 
@@ -82,6 +82,14 @@ def plain_rate(size: str, steps: int, warmup: int, workdir: Path) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=float(cfg.optimizer.lr), weight_decay=float(cfg.optimizer.weight_decay))
     loader = DataLoader(dm.train_set, batch_size=int(cfg.data.batch_size), shuffle=True)
     model.train()
+    return backbone, model, opt, loader
+
+
+def plain_rate(size: str, steps: int, warmup: int, workdir: Path) -> dict:
+    """The plain loop: forward / backward / step over `plain_parts`."""
+    import torch.nn.functional as F
+
+    _, model, opt, loader = plain_parts(size, workdir)
     starts: list[float] = []
     total = steps + warmup + 1
     while len(starts) < total:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from common import ALLOWED, compose, load_averages, machine, model_overrides, write_results
+from overhead import plain_parts
 
 COMPUTE = ("backbone forward", "backward", "optimizer step")
 # part -> (start mark, end mark) within a step; "next" = the next step's batch_start
@@ -66,26 +67,13 @@ def transferlab_steps(size: str, steps: int, threads: int, workdir: Path) -> lis
 
 
 def plain_steps(size: str, steps: int, workdir: Path) -> list[dict[str, float]]:
-    """overhead.py's plain loop, with the same marks."""
-    import torch
+    """overhead.py's plain loop (`plain_parts`), with the same marks."""
     import torch.nn.functional as F
-    from torch import nn
-    from torch.utils.data import DataLoader
 
-    from transferlab.runner.build import build_backbone, build_datamodule
-
-    cfg = compose(["task=supervised", "data=mnist1d", *model_overrides(size)], workdir / "plain")
-    torch.manual_seed(cfg.seed)
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    backbone = build_backbone(cfg, dm.spec)
+    backbone, model, opt, loader = plain_parts(size, workdir)
     now: dict[str, float] = {}
     backbone.register_forward_pre_hook(lambda *_: now.__setitem__("forward_start", time.perf_counter()))
     backbone.register_forward_hook(lambda *_: now.__setitem__("forward_end", time.perf_counter()))
-    model = nn.Sequential(backbone, nn.Linear(backbone.feature_dim, dm.spec.num_classes))
-    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg.optimizer.lr), weight_decay=float(cfg.optimizer.weight_decay))
-    loader = DataLoader(dm.train_set, batch_size=int(cfg.data.batch_size), shuffle=True)
-    model.train()
     record: list[dict[str, float]] = []
     while len(record) < steps:
         for x, y in loader:

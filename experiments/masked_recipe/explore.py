@@ -47,12 +47,12 @@ def with_data(over: list[str]) -> list[str]:
     return over if any(o.startswith("data=") for o in over) else ["data=mnist1d", *over]
 
 
-def model_keys(over: list[str]) -> list[str]:
+def backbone_keys(over: list[str]) -> list[str]:
     """The data set and the `model.*` overrides of a pretraining: the probes must build the same backbone on the same data."""
     return [o for o in with_data(over) if o.startswith(("data=", "model."))]
 
 
-def strong_probe(run: Path | None, seed: int, work: Path, model_over: list[str]) -> dict:
+def strong_probe(run: Path | None, seed: int, work: Path, backbone_over: list[str]) -> dict:
     """Logistic regression on frozen features of `run`'s backbone (None: random init), per pooling."""
     import torch
     from sklearn.linear_model import LogisticRegression
@@ -61,7 +61,7 @@ def strong_probe(run: Path | None, seed: int, work: Path, model_over: list[str])
     from transferlab.runner.build import build_backbone, build_datamodule
     from transferlab.utils.checkpoint import load_backbone
 
-    cfg = compose_train(["task=finetune", "peft=linear_probe", *BASE, *model_over, f"seed={seed}", f"data.labels_per_class={LABELS}"], work)
+    cfg = compose_train(["task=finetune", "peft=linear_probe", *BASE, *backbone_over, f"seed={seed}", f"data.labels_per_class={LABELS}"], work)
     torch.manual_seed(seed)
     dm = build_datamodule(cfg)
     dm.setup("fit")
@@ -88,11 +88,11 @@ def report() -> str:
     """exploration.md: one line per row of exploration.jsonl, test accuracy %, the random rows as the reference."""
     rows = [json.loads(line) for line in (HERE / "exploration.jsonl").read_text().splitlines() if line.strip()]
     # the reference: the random transformer of the same seed and the same model overrides (e.g. model.patch_size)
-    random = {(r["seed"], tuple(model_keys(r["over"]))): r for r in rows if r["name"].startswith("random")}
+    random = {(r["seed"], tuple(backbone_keys(r["over"]))): r for r in rows if r["name"].startswith("random")}
     lines = ["| variant | seed | pretraining overrides | wall s | val MAE loss | logreg CLS (val / test) | logreg mean (val / test) "
              "| mean − random (test) | default probe (val / test) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ref = random.get((r["seed"], tuple(model_keys(r["over"]))))
+        ref = random.get((r["seed"], tuple(backbone_keys(r["over"]))))
         gain = f"{100 * (r['mean']['test'] - ref['mean']['test']):+.1f}" if ref and not r["name"].startswith("random") else ""
         probe = f"{100 * r['probe_val']:.1f} / {100 * r['probe_test']:.1f}" if "probe_val" in r else ""
         loss = f"{r['val_loss']:.3f}" if r.get("val_loss") is not None else ""
@@ -114,13 +114,13 @@ def main() -> None:
     work = ROOT / "outputs" / "studies" / "masked_recipe_explore" / name / f"seed{seed}"
     row = {"name": name, "seed": seed, "over": over}
     if random:
-        row.update(strong_probe(None, seed, work / "probe_cfg", model_keys(over)))
+        row.update(strong_probe(None, seed, work / "probe_cfg", backbone_keys(over)))
     else:
         t0 = time.time()
         m = train_once(["task=masked", *BASE, f"seed={seed}", *with_data(over)], work / "pretrain")
         row.update({"wall": round(m.get("time/wall_s", time.time() - t0)), "val_loss": m.get("val/loss")})
-        row.update(strong_probe(work / "pretrain", seed, work / "probe_cfg", model_keys(over)))
-        p = train_once(["task=finetune", "peft=linear_probe", *BASE, *model_keys(over), f"seed={seed}", f"data.labels_per_class={LABELS}",
+        row.update(strong_probe(work / "pretrain", seed, work / "probe_cfg", backbone_keys(over)))
+        p = train_once(["task=finetune", "peft=linear_probe", *BASE, *backbone_keys(over), f"seed={seed}", f"data.labels_per_class={LABELS}",
                         f"task.pretrained={work / 'pretrain'}"], work / "probe")
         row.update({"probe_val": p["val/acc"], "probe_test": p["test/acc"]})
     print(json.dumps(row))
