@@ -40,7 +40,8 @@ def test_local_ranks(devices, expected):
     assert local_ranks(OmegaConf.create({"devices": devices, "accelerator": "cpu"})) == expected
 
 
-def test_the_config_key_sets_this_process_threads(tmp_path):
+def test_the_config_key_sets_this_process_threads(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     try:
         assert set_torch_threads(compose_cfg(["threads=1"], tmp_path)) == 1
@@ -49,6 +50,22 @@ def test_the_config_key_sets_this_process_threads(tmp_path):
         from transferlab.distributed.threads import available_cores
 
         assert set_torch_threads(cfg) == max(1, available_cores() // 2) == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_omp_num_threads_caps_auto_but_not_an_explicit_number(tmp_path, monkeypatch):
+    from transferlab.distributed.threads import available_cores
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert set_torch_threads(compose_cfg([], tmp_path)) == 1 == torch.get_num_threads()
+        assert set_torch_threads(compose_cfg(["threads=3"], tmp_path)) == 3 == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "64")  # above the share: the share stands
+        assert set_torch_threads(compose_cfg([], tmp_path)) == available_cores() == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "")  # empty = unset
+        assert set_torch_threads(compose_cfg([], tmp_path)) == available_cores()
     finally:
         torch.set_num_threads(before)
 

@@ -14,7 +14,9 @@ process takes
   per job (submitit_local starts every job of the sweep at once); 1 for the basic launcher;
 - local ranks: the processes per node of the job's trainer (`trainer.devices`), 1 for one device.
 
-The root key `threads` (`auto`, the default, or a number) overrides the rule.
+`OMP_NUM_THREADS`, when set in the environment (by the user, torchrun or a scheduler), caps the share:
+it is the process's own declared limit. The root key `threads` (`auto`, the default, or a number)
+overrides the rule and the cap.
 """
 
 from __future__ import annotations
@@ -77,6 +79,12 @@ def thread_share(cores: int, jobs: int, ranks: int) -> int:
     return max(1, cores // max(1, jobs) // max(1, ranks))
 
 
+def omp_limit() -> int | None:
+    """`OMP_NUM_THREADS` as a positive number, or None when unset or not one."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def _launcher() -> Any:
     from transferlab.utils.hydra import hydra_config, in_multirun
 
@@ -94,6 +102,9 @@ def set_torch_threads(cfg: DictConfig) -> int:
         jobs, ranks = parallel_jobs(_launcher(), cores), local_ranks(cfg.get("trainer"))
         n = thread_share(cores, jobs, ranks)
         why = f"{cores} cores / {jobs} parallel jobs / {ranks} local ranks"
+        limit = omp_limit()
+        if limit is not None and limit < n:
+            n, why = limit, f"{why}, capped by OMP_NUM_THREADS={limit}"
     elif isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
         n, why = setting, "threads"
     else:
