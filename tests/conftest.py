@@ -8,6 +8,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test workers share the machine: each gets one OpenMP/torch thread (set before torch is imported;
+    # `threads: auto` honours it, and the CLI runs a test starts inherit it), so their threads never spin
+    # against each other. Tests of the thread rule itself remove it from their environment.
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
