@@ -1,0 +1,113 @@
+"""Does a larger unlabeled pretraining set make masked pretraining transfer on MNIST-1D?
+
+The backbones: the random transformer, and the masked pretrainings `explore.py` ran on a generated set of
+50,000 signals (`data.generator.num_samples=50000 data.generator.seed=7`: 36,000 training signals
+instead of the standard 3,600; another generator seed, so none of the standard set's test signals
+is among them). Every probe and fine-tuning reads the standard MNIST-1D set (5,000 signals, seed 42)
+with the issue's labels: 20 per class for the probes, 10 per class for fine-tuning (all ten classes).
+
+Settings (each a `task=finetune model=transformer data=mnist1d` run, seeds paired):
+
+- `probe default`: `peft=linear_probe` with its defaults (CLS token, no feature norm, lr 3e-3, 20 epochs)
+- `probe default, mean pool`: the same with `model.pool=mean`
+- `probe batchnorm`: `peft.feature_norm=batchnorm` (MAE's probe: BatchNorm without affine), defaults otherwise
+- `probe tuned, mean pool`: `peft.feature_norm=batchnorm optimizer.lr=0.03 trainer.max_epochs=100 model.pool=mean`
+  (the few-label probe chosen on validation in `probe_sweep.md`)
+- `fine-tune, 10 labels`: `peft=full data.labels_per_class=10` (random backbone = training from scratch)
+
+One JSON line per run goes to pool_size.jsonl; `--report` writes pool_size.md (mean ± std over seeds and
+the paired gain with its 95 % t-interval).
+
+    python experiments/masked_recipe/explore.py big50k 0 data.generator.num_samples=50000 data.generator.seed=7   # ~10-15 min a seed
+    python experiments/masked_recipe/pool_size.py --seeds 0 1 2      # ~8 min here (10 short runs a seed)
+    python experiments/masked_recipe/pool_size.py --seeds 0 --backbones big50k_e10   # another explore.py run
+    python experiments/masked_recipe/pool_size.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from studylib import ROOT, ci95, train_once  # noqa: E402
+
+BASE = ["task=finetune", "model=transformer", "data=mnist1d", "threads=1"]
+PROBE = ["peft=linear_probe", "data.labels_per_class=20"]
+SETTINGS = {
+    "probe default": PROBE,
+    "probe default, mean pool": [*PROBE, "model.pool=mean"],
+    "probe batchnorm": [*PROBE, "peft.feature_norm=batchnorm"],
+    "probe tuned, mean pool": [*PROBE, "peft.feature_norm=batchnorm", "optimizer.lr=0.03", "trainer.max_epochs=100", "model.pool=mean"],
+    "fine-tune, 10 labels": ["peft=full", "data.labels_per_class=10"],
+}
+PRETRAINED = "outputs/studies/masked_recipe_explore/{name}/seed{seed}/pretrain"  # explore.py's run folders
+ROWS = HERE / "pool_size.jsonl"
+
+
+def run(seeds: list[int], backbones: list[str]) -> None:
+    work = ROOT / "outputs" / "studies" / "masked_pool_size"
+    for seed in seeds:
+        for backbone in backbones:
+            pretrained = [] if backbone == "random" else [f"task.pretrained={ROOT / PRETRAINED.format(name=backbone, seed=seed)}"]
+            for name, over in SETTINGS.items():
+                folder = work / backbone / f"seed{seed}" / name.replace(" ", "_").replace(",", "")
+                m = train_once([*BASE, f"seed={seed}", *pretrained, *over], folder)
+                row = {"backbone": backbone, "seed": seed, "setting": name, "over": over,
+                       "val_acc": m["val/acc"], "test_acc": m["test/acc"]}
+                print(json.dumps(row), flush=True)
+                with open(ROWS, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+def report() -> str:
+    rows = [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+    latest = {(r["backbone"], r["seed"], r["setting"]): r for r in rows}  # a rerun's row replaces the earlier one
+
+    def by_seed(backbone: str, setting: str, field: str) -> dict[int, float]:
+        return {s: 100 * r[field] for (b, s, k), r in sorted(latest.items()) if b == backbone and k == setting}
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+    lines = ["Test accuracy (%, standard MNIST-1D test set, 10 classes); gain = pretrained − random, paired by seed, "
+             "mean ± std (95 % t-interval).\n",
+             "| backbone | setting | seeds | random val | pretrained val | random test | pretrained test | gain (test) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for backbone in sorted({b for b, _, _ in latest} - {"random"}, key=lambda b: (b != "big50k", b)):
+        for name in SETTINGS:
+            ref, big = by_seed("random", name, "test_acc"), by_seed(backbone, name, "test_acc")
+            seeds = sorted(set(ref) & set(big))
+            if not seeds:
+                continue
+            diff = [big[s] - ref[s] for s in seeds]
+            gain = (f"{statistics.fmean(diff):+.1f} ± {statistics.stdev(diff):.1f} ({statistics.fmean(diff) - ci95(diff):+.1f} to "
+                    f"{statistics.fmean(diff) + ci95(diff):+.1f})" if len(diff) > 1 else f"{diff[0]:+.1f}")
+            val_ref, val_big = by_seed("random", name, "val_acc"), by_seed(backbone, name, "val_acc")
+            lines.append(f"| {backbone} | {name} | {', '.join(map(str, seeds))} | {cell([val_ref[s] for s in seeds])} | "
+                         f"{cell([val_big[s] for s in seeds])} | {cell([ref[s] for s in seeds])} | {cell([big[s] for s in seeds])} | {gain} |")
+    text = "\n".join(lines) + "\n"
+    (HERE / "pool_size.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--backbones", nargs="+", default=["random", "big50k"],
+                   help="random, or names of explore.py runs (outputs/studies/masked_recipe_explore/NAME/seedS/pretrain)")
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args()
+    if args.report:
+        print(report())
+        return
+    run(args.seeds, args.backbones)
+
+
+if __name__ == "__main__":
+    main()
