@@ -205,6 +205,28 @@ def test_masked_with_cnn_fails_before_training(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_mnist1d_mae_recipe_pretrains_on_the_larger_pool_and_transfers_on_the_standard_split(tmp_path):
+    """experiment=mnist1d_mae: only the masked stage reads the 50,000-signal pool (another generator seed);
+    every downstream stage reads the standard set with 10 labels per class, the probe with its few-label settings."""
+    from conftest import compose_cfg
+
+    from transferlab.config.stages import stages
+
+    staged = dict(stages(compose_cfg(["experiment=mnist1d_mae"], tmp_path)))
+    assert list(staged) == ["pretrain", "finetune", "linear_probe", "scratch"]
+    pretrain = staged.pop("pretrain")
+    assert pretrain.task.name == "masked" and pretrain.trainer.max_epochs == 20
+    assert dict(pretrain.data.generator) == {"num_samples": 50000, "seed": 7} and pretrain.data.labels_per_class is None
+    for name, stage in staged.items():
+        assert dict(stage.data.generator) == {"num_samples": 5000, "seed": 42}, name
+        assert stage.data.classes is None and stage.data.labels_per_class == 10, name
+        assert stage.model.pool == "mean", name
+    assert staged["finetune"].task.pretrained == staged["linear_probe"].task.pretrained == str(tmp_path / "pretrain" / "checkpoints" / "last.ckpt")
+    assert staged["scratch"].task.get("pretrained") is None
+    probe = staged["linear_probe"]
+    assert (probe.peft.feature_norm, probe.optimizer.lr, probe.trainer.max_epochs) == ("batchnorm", 0.03, 200)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["contrastive", "masked"])
 def test_ssl_run_logs_probes_and_hands_off_to_finetune(tmp_path, objective):
