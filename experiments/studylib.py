@@ -211,14 +211,14 @@ def load_rows(here: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return data["rows"], data["meta"]
 
 
-def append_row(path: Path, row: dict[str, Any]) -> None:
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     """Print one result row and append it to a JSON-lines file (a study that runs piece by piece)."""
     print(json.dumps(row), flush=True)
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Every row of a JSON-lines file, in the order written."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ROOT, append_row, compose_train, read_rows, train_once  # noqa: E402
+from studylib import ROOT, append_jsonl, compose_train, read_jsonl, train_once  # noqa: E402
 
 LABELS = 20
 BASE = ["model=transformer", "threads=1"]  # one torch thread a run (studies share the cores)
@@ -85,7 +85,7 @@ def strong_probe(run: Path | None, seed: int, work: Path, backbone_over: list[st
 
 def report() -> str:
     """exploration.md: one line per row of exploration.jsonl, test accuracy %, the random rows as the reference."""
-    rows = read_rows(HERE / "exploration.jsonl")
+    rows = read_jsonl(HERE / "exploration.jsonl")
     # the reference: the random transformer of the same seed and the same model overrides (e.g. model.patch_size)
     random = {(r["seed"], tuple(backbone_keys(r["over"]))): r for r in rows if r["name"].startswith("random")}
     lines = ["| variant | seed | pretraining overrides | wall s | val MAE loss | logreg CLS (val / test) | logreg mean (val / test) "
@@ -122,7 +122,7 @@ def main() -> None:
         p = train_once(["task=finetune", "peft=linear_probe", *BASE, *backbone_keys(over), f"seed={seed}", f"data.labels_per_class={LABELS}",
                         f"task.pretrained={work / 'pretrain'}"], work / "probe")
         row.update({"probe_val": p["val/acc"], "probe_test": p["test/acc"]})
-    append_row(HERE / "exploration.jsonl", row)
+    append_jsonl(HERE / "exploration.jsonl", row)
 
 
 if __name__ == "__main__":

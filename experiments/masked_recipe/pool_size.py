@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ROOT, append_row, ci95, read_rows, train_once  # noqa: E402
+from studylib import ROOT, append_jsonl, ci95, read_jsonl, train_once  # noqa: E402
 
 BASE = ["task=finetune", "model=transformer", "data=mnist1d", "threads=1"]
 PROBE = ["peft=linear_probe", "data.labels_per_class=20"]
@@ -57,12 +57,12 @@ def run(seeds: list[int], backbones: list[str]) -> None:
             for name, over in SETTINGS.items():
                 folder = work / backbone / f"seed{seed}" / name.replace(" ", "_").replace(",", "")
                 m = train_once([*BASE, f"seed={seed}", *pretrained, *over], folder)
-                append_row(ROWS, {"backbone": backbone, "seed": seed, "setting": name, "over": over,
+                append_jsonl(ROWS, {"backbone": backbone, "seed": seed, "setting": name, "over": over,
                                   "val_acc": m["val/acc"], "test_acc": m["test/acc"]})
 
 
 def report() -> str:
-    latest = {(r["backbone"], r["seed"], r["setting"]): r for r in read_rows(ROWS)}  # a rerun's row replaces the earlier one
+    latest = {(r["backbone"], r["seed"], r["setting"]): r for r in read_jsonl(ROWS)}  # a rerun's row replaces the earlier one
 
     def by_seed(backbone: str, setting: str, field: str) -> dict[int, float]:
         return {s: 100 * r[field] for (b, s, k), r in sorted(latest.items()) if b == backbone and k == setting}

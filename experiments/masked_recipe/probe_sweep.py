@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ROOT, append_row, ci95, read_rows, train_once  # noqa: E402
+from studylib import ROOT, append_jsonl, ci95, read_jsonl, train_once  # noqa: E402
 
 LABELS = 20
 BASE = ["task=finetune", "peft=linear_probe", "model=transformer", "data=mnist1d", "threads=1", f"data.labels_per_class={LABELS}"]
@@ -51,12 +51,12 @@ def run(backbone: str, pattern: str | None, seeds: list[int], only: list[str] | 
         for s in settings(only):
             folder = work / f"seed{seed}" / "_".join([*(str(v) for v in s), *(o.replace("=", "-") for o in over)])
             m = train_once([*BASE, f"seed={seed}", *pretrained, *(f"{k}={v}" for k, v in zip(GRID, s)), *over], folder)
-            append_row(ROWS, {"backbone": backbone, "seed": seed, "setting": " ".join([key(s), *over]),
+            append_jsonl(ROWS, {"backbone": backbone, "seed": seed, "setting": " ".join([key(s), *over]),
                               "val_acc": m["val/acc"], "test_acc": m["test/acc"]})
 
 
 def report() -> str:
-    latest = {(r["backbone"], r["seed"], r["setting"]): r for r in read_rows(ROWS)}  # a rerun's row replaces the earlier one
+    latest = {(r["backbone"], r["seed"], r["setting"]): r for r in read_jsonl(ROWS)}  # a rerun's row replaces the earlier one
     backbones = sorted({b for b, _, _ in latest}, key=lambda b: (b != "random", b))
 
     def by_seed(backbone: str, setting: str, field: str) -> dict[int, float]:
