@@ -197,3 +197,21 @@ def test_progress_bar_shows_the_train_loss_and_the_monitored_metric_only():
                                                                  "val/loss": 1.2})
     assert ProgressBar(monitor="val/acc").get_metrics(trainer, None) == {"train/loss": 0.7, "val/acc": 0.5}
     assert compose_cfg(TINY).callbacks.progress_bar.monitor == "val/acc"  # task.monitor
+
+
+def test_progress_bar_updates_at_its_refresh_rate_and_on_the_last_batch(monkeypatch):
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    from transferlab.callbacks import progress
+
+    updated, clock = [], [100.0]
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", lambda self, tr, m, o, b, i: updated.append(i))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    bar = progress.ProgressBar(refresh_rate=4)
+    bar._trainer = SimpleNamespace(max_epochs=20, max_steps=-1, num_training_batches=8, global_step=0)
+    for i in range(8):  # 8 batches 0.1 s apart: a redraw every 0.25 s
+        bar.on_train_batch_end(bar._trainer, None, None, None, i)
+        clock[0] += 0.1
+    assert updated == [0, 3, 6, 7]  # batch 7, the epoch's last, only 0.1 s after batch 6's update
