@@ -9,6 +9,7 @@ python $B/overhead.py --size small --threads 1
 python $B/overhead.py --size mid --threads 1
 python $B/profile_step.py --size small --threads 1
 python $B/step_parts.py --threads 1
+python $B/hook_costs.py
 python $B/short_run.py
 python $B/startup.py
 python $B/sweep_threads.py
