@@ -219,6 +219,19 @@ SECRET_ARGS = [
     ("+logger.wandb.api_key=${oc.env:WANDB_API_KEY}", None, None),
     ("+tokenizer.pad_token=[PAD]", None, None),
     ("+logger.wandb.api_key=null", None, None),
+    # a reference is safe only as a pure reference: a default with text in it, or text around it, is a literal
+    ("+x.api_key=${oc.env:UNSET_VAR,abc123def456}", "x.api_key: a literal secret", "${oc.env:"),
+    ("+x.api_key=${oc.env:HOME}abc123def456", "x.api_key: a literal secret", "${oc.env:"),
+    ("+x.api_key=${oc.env:WANDB_API_KEY,null}", None, None),
+    # every text inside a secret-named key's list or dict
+    ("+x.api_key=[abc123def456]", "x.api_key: a literal secret", "${oc.env:"),
+    ("+x.credentials={user:bob,pass:abc123def456}", "x.credentials: a literal secret", "${oc.env:"),
+    # camelCase and hyphens read as snake_case
+    ("+x.clientSecret=abc123def456", "x.clientSecret: a literal secret", "${oc.env:"),
+    ("+x.dbPassword=abc123def456", "x.dbPassword: a literal secret", "${oc.env:"),
+    ("+x.private-key=abc123def456", "x.private-key: a literal secret", "${oc.env:"),
+    ("+x.oauth_token=abc123def456", "x.oauth_token: a literal secret", "${oc.env:"),
+    ("+tokenizer.mask_token=[MASK]", None, None),
 ]
 
 
@@ -239,6 +252,53 @@ def test_literal_secret_on_the_command_line_is_refused(monkeypatch, arg, expecte
     message = str(err.value)
     assert message.startswith(expected) and hint in message and "\n" not in message, message
     assert "abc123def456" not in message and "my-env-secret-value" not in message
+
+
+def test_redaction_masks_every_value_under_a_secret_name_and_overrides_stay_references(monkeypatch):
+    from transferlab.tracking.redact import mask_overrides, redact
+    from transferlab.utils.hydra import task_overrides
+
+    monkeypatch.setenv("DB_PASSWORD", "s3cr3t-value")
+    masked = redact({"db": {"dbPassword": "a", "api_key": ["b", {"x": "c"}], "credentials": {"user": "bob"},
+                            "token": None, "pad_token": "[PAD]"}})
+    assert masked == {"db": {"dbPassword": "***", "api_key": ["***", {"x": "***"}], "credentials": {"user": "***"},
+                             "token": None, "pad_token": "[PAD]"}}
+    # Hydra's override list resolves `${oc.env:...}` when iterated; records read it as typed, then mask
+    hc = OmegaConf.create({"overrides": {"task": ["+db.password=${oc.env:DB_PASSWORD}", "+note=${oc.env:DB_PASSWORD}", "seed=1"]}})
+    assert list(hc.overrides.task)[0] == "+db.password=s3cr3t-value"  # what the old code used
+    typed = task_overrides(hc)
+    assert typed == ["+db.password=${oc.env:DB_PASSWORD}", "+note=${oc.env:DB_PASSWORD}", "seed=1"]
+    assert mask_overrides(typed + ["+x.clientSecret=abc", "lr=s3cr3t-value"]) == [
+        "+db.password=***", "+note=${oc.env:DB_PASSWORD}", "seed=1", "+x.clientSecret=***", "lr=***"]
+
+
+def test_config_tree_masks_secret_keys_and_shows_a_pipelines_stage_keys_as_written(tmp_path, monkeypatch):
+    from transferlab.runner.extras import config_tree
+
+    monkeypatch.setenv("MY_PLAIN_VAR", "value-of-a-plain-var")  # a name that does not look secret
+    cfg = compose_cfg(["+db.password=${oc.env:MY_PLAIN_VAR}", "+token=${oc.env:MY_PLAIN_VAR}"], tmp_path)  # task=transfer
+    tree = config_tree(cfg)
+    assert "value-of-a-plain-var" not in tree
+    lines = tree.splitlines()
+    assert lines[lines.index(next(x for x in lines if x.endswith("── db"))) + 1].endswith("password: '***'")
+    assert lines[lines.index(next(x for x in lines if x.endswith("── token"))) + 1].endswith("***")
+    assert any("monitor: ${task.monitor}" in x for x in lines)  # the pipeline's callbacks: per stage, as written
+
+
+def test_a_failed_sweep_jobs_record_masks_secret_values(tmp_path, monkeypatch):
+    import json
+
+    from transferlab.sweeps.job import record_failure
+
+    monkeypatch.setenv("MY_API_KEY", "s3cr3t-value")
+    path = record_failure(tmp_path, "user_error", "ConfigError: optimizer.lr='s3cr3t-value' is invalid",
+                          ["optimizer.lr=${oc.env:MY_API_KEY}", "+x.api_key=${oc.env:MY_API_KEY}"],
+                          "Traceback ... lr='s3cr3t-value'")
+    text = path.read_text()
+    assert "s3cr3t-value" not in text
+    record = json.loads(text)
+    assert record["error"] == "ConfigError: optimizer.lr='***' is invalid"
+    assert record["overrides"] == ["optimizer.lr=${oc.env:MY_API_KEY}", "+x.api_key=***"]
 
 
 def test_secret_refused_before_hydra_writes_and_masked_when_in_a_config_file(tmp_path):

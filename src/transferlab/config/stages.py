@@ -34,10 +34,9 @@ def is_pipeline(cfg: DictConfig) -> bool:
 
 def command_line() -> list[str]:
     """The run's command-line overrides (empty when composed in-process without Hydra's run context)."""
-    from transferlab.utils.hydra import hydra_config
+    from transferlab.utils.hydra import task_overrides
 
-    hc = hydra_config()
-    return list(hc.overrides.task) if hc is not None else []
+    return task_overrides()
 
 
 def _given_keys(overrides: list[str]) -> set[str]:

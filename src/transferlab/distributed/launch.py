@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from transferlab.distributed.rank_watch import stop_ranks
 from transferlab.errors import ConfigError, UserError
-from transferlab.utils.hydra import hydra_job_dir
+from transferlab.utils.hydra import hydra_job_dir, task_overrides
 
 log = logging.getLogger("transferlab")
 
@@ -148,7 +148,9 @@ def _set_job_command_line(job: str) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hydra = HydraConfig.get()
-    sys.argv[:] = job_command_line(sys.argv, list(hydra.overrides.task), list(hydra.overrides.hydra))
+    # the task overrides as typed: a `${oc.env:VAR}` override reaches the children as the reference (resolved, the
+    # secret's value would be on their command line, which the children's guard refuses)
+    sys.argv[:] = job_command_line(sys.argv, task_overrides(hydra), list(hydra.overrides.hydra))
     # Lightning appends hydra.run.dir=<HydraConfig run.dir>; under -m that is not the job's folder.
     root = HydraConfig.instance().cfg
     with read_write(root.hydra.run):

@@ -13,7 +13,7 @@ from transferlab.config.instantiate import (
     to_plain,
 )
 from transferlab.config.stages import stages
-from transferlab.tracking.redact import redact
+from transferlab.tracking.redact import redact, redact_text
 
 META_KEYS = ("name",)
 # task keys that the callbacks config reads (`${task.monitor}`), not the task's constructor
@@ -82,7 +82,7 @@ def build_loggers(cfg: DictConfig) -> list:
 
     nodes = cfg.get("logger") or {}
     loggers = [instantiate(node, allowed_targets(cfg)) for node in nodes.values() if node is not None and "_target_" in node]
-    tag_loggers(loggers, list(cfg.get("tags") or []))
+    tag_loggers(loggers, [redact_text(str(t)) for t in cfg.get("tags") or []])
     return loggers
 
 

@@ -34,11 +34,26 @@ def _walk(node: Any, where: str):
             yield from _walk(v, f"{where}[{i}]")
 
 
+def _leaves(node: Any):
+    """Every scalar inside a parsed override value (the value itself when it is one)."""
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _leaves(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _leaves(v)
+    else:
+        yield node
+
+
 def _is_literal_secret(value: Any) -> bool:
-    if value is None or value == "" or isinstance(value, (dict, list, bool)):
+    """A value that holds text of its own: anything but empty, a boolean, a mask, or a pure reference
+    (`${oc.env:VAR}`, `${config.key}`; `${oc.env:UNSET,abc123}` holds its default, so it is a literal)."""
+    from transferlab.tracking.redact import is_reference
+
+    if value is None or value == "" or isinstance(value, bool):
         return False
-    text = str(value)
-    return not (text.startswith("${") and text.endswith("}")) and text not in ("***", "null", "None")
+    return not is_reference(str(value)) and str(value) not in ("***", "null", "None")
 
 
 def _env_hint(key: str) -> str:
@@ -47,13 +62,14 @@ def _env_hint(key: str) -> str:
 
 
 def check_secret(arg: str, key: str, value: Any) -> None:
-    from transferlab.tracking.redact import SECRET_NAME, secret_values
+    from transferlab.tracking.redact import is_secret_name, secret_values
 
     for v in _values(value):
         pairs = [(key, v), *_walk(v, key)]
-        for path, leaf in pairs:
-            name = path.rsplit(".", 1)[-1].split("[", 1)[0]
-            if SECRET_NAME.search(name) and _is_literal_secret(leaf):
+        for path, node in pairs:
+            name = path.rsplit(".", 1)[-1].split("[", 1)[0].split("@", 1)[0]
+            # under a secret-looking key, every text inside the value counts (a list or dict of secrets too)
+            if is_secret_name(name) and any(_is_literal_secret(leaf) for leaf in _leaves(node)):
                 raise UserError(f"{path}: a literal secret on the command line is refused (Hydra would write it to "
                                 f".hydra/overrides.yaml); pass it from the environment: {_env_hint(path)}")
     for secret in secret_values():

@@ -33,23 +33,38 @@ def apply_extras(cfg: DictConfig, out: Path) -> None:
     if extras.get("print_config"):
         from transferlab.tracking.redact import mask_text
 
-        text = mask_text(config_tree(cfg))  # the resolved config: `${oc.env:...}` secrets are values here
+        text = mask_text(config_tree(cfg))  # secret-named keys are masked in the tree; this masks env values left in text
         print(text, flush=True)
         atomic_write_text(out / "config_tree.log", text + "\n")
 
 
+def _plain(cfg: DictConfig, key: str):
+    """A group's value resolved, or as written where it refers to a key this config does not have (a pipeline's
+    stage keys, e.g. `${task.monitor}`, resolve per stage)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        node = cfg[key]
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    except OmegaConfBaseException:
+        node = cfg._get_node(key)  # public API resolves on access; only the node gives the text as written
+        return OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else node._value()
+
+
 def config_tree(cfg: DictConfig) -> str:
-    """The resolved config as a `rich` tree: one branch per group, its YAML as the leaf."""
+    """The resolved config as a `rich` tree: one branch per group, its YAML as the leaf; secret-named keys masked."""
     from rich.console import Console
     from rich.syntax import Syntax
     from rich.tree import Tree
 
+    from transferlab.tracking.redact import redact
+
     tree = Tree("CONFIG", guide_style="dim")
     keys = [k for k in TREE_FIRST if k in cfg] + [k for k in cfg if k not in TREE_FIRST and k != "hydra"]
     for key in keys:
-        node = cfg[key]
+        value = redact({key: _plain(cfg, key)})[key]
         branch = tree.add(str(key))
-        text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
+        text = OmegaConf.to_yaml(value) if isinstance(value, (dict, list)) else str(value)
         branch.add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
     buffer = io.StringIO()
     Console(file=buffer, width=110, color_system=None).print(tree)

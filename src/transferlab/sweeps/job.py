@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 
 from transferlab.analysis.runs import ERROR_FILE
 from transferlab.errors import UserError
-from transferlab.utils.hydra import hydra_config, in_multirun
+from transferlab.tracking.redact import mask_overrides, mask_text
+from transferlab.utils.hydra import hydra_config, in_multirun, task_overrides
 from transferlab.utils.io import atomic_write_text
 
 log = logging.getLogger("transferlab")
@@ -40,10 +41,12 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def record_failure(job_dir: Path, reason: str, error: str, overrides: list[str], details: str = "") -> Path:
-    """`<job>/error.json`: what compare and the sweep summary show for a failed job."""
+    """`<job>/error.json`: what compare and the sweep summary show for a failed job (secrets masked: an error
+    message may quote a value that came from a secret environment variable)."""
     path = job_dir / ERROR_FILE
-    atomic_write_text(path, json.dumps({"status": "failed", "reason": reason, "error": error,
-                                        "overrides": overrides, "traceback": details}, indent=2) + "\n")
+    atomic_write_text(path, json.dumps({"status": "failed", "reason": reason, "error": mask_text(error),
+                                        "overrides": mask_overrides(overrides), "traceback": mask_text(details)},
+                                       indent=2) + "\n")
     return path
 
 
@@ -63,7 +66,8 @@ def sweep_job(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
             return fn(cfg)
         hc = hydra_config()
         job_dir = Path(hc.runtime.output_dir)
-        overrides = list(hc.overrides.task)
+        overrides = task_overrides(hc)
+        shown = " ".join(mask_overrides(overrides))  # what the console (and a scheduler's log file) may show
         # a rerun of this job (resume=auto after preemption, or the sweep run again after a fix) supersedes an
         # earlier attempt's failure record: the job's state is what this attempt ends with
         (job_dir / ERROR_FILE).unlink(missing_ok=True)
@@ -75,7 +79,7 @@ def sweep_job(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
             reason = failure_reason(e)
             message = f"{type(e).__name__}: {e}"
             log.error("job %s failed (%s): %s", hc.job.num, reason, message, exc_info=reason == "exception")
-            print(f"error: job {hc.job.num} ({' '.join(overrides)}) failed: {message}", file=sys.stderr, flush=True)
+            print(f"error: job {hc.job.num} ({shown}) failed: {mask_text(message)}", file=sys.stderr, flush=True)
             record_failure(job_dir, reason, message, overrides, traceback.format_exc())
             return worst_value()
         finally:
@@ -84,7 +88,7 @@ def sweep_job(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         if worst is not None and (value is None or not math.isfinite(float(value))):
             metric = cfg.get("optimized_metric")
             message = f"optimized_metric={metric!r} is {value!r} in metrics.json (missing or not finite)"
-            print(f"error: job {hc.job.num} ({' '.join(overrides)}): {message}", file=sys.stderr, flush=True)
+            print(f"error: job {hc.job.num} ({shown}): {mask_text(message)}", file=sys.stderr, flush=True)
             record_failure(job_dir, "metric", message, overrides)
             return worst
         return value

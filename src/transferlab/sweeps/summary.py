@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from transferlab.analysis.runs import ERROR_FILE, load_runs
 from transferlab.analysis.tables import write_csv, write_tables
 from transferlab.sweeps.job import failure_reason, record_failure
+from transferlab.utils.hydra import task_overrides
 from transferlab.utils.io import atomic_write_text
 
 log = logging.getLogger("transferlab")
@@ -84,7 +85,7 @@ class SweepSummary(Callback):
         if job_return.status == JobStatus.FAILED and not (job_dir / ERROR_FILE).is_file():
             exc = job_return._return_value
             record_failure(job_dir, failure_reason(exc), f"{type(exc).__name__}: {exc}",
-                           list(config.hydra.overrides.task),
+                           task_overrides(config.hydra),
                            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         try:  # a partial table while the sweep runs (and the only one if the sweeper itself raises)
             write_summary_table(Path(str(config.hydra.sweep.dir)), config.get("optimized_metric"))

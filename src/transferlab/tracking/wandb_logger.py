@@ -16,7 +16,7 @@ from typing import Any
 
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
-from transferlab.utils.hydra import hydra_config
+from transferlab.utils.hydra import hydra_config, task_overrides
 
 log = logging.getLogger("transferlab")
 
@@ -41,7 +41,7 @@ def run_identity(save_dir: str | Path) -> tuple[str, str]:
     if hc is None:  # composed in-process (tests, notebooks): the folder is all we know
         return save_dir.name, save_dir.name
     run_dir = Path(hc.runtime.output_dir)
-    overrides = list(hc.overrides.task)
+    overrides = task_overrides(hc)
     if hc.mode == RunMode.MULTIRUN:
         info = read_sweep_info(hc.sweep.dir)
         group = info.get("group") or sweep_group(hc.sweep.dir)
@@ -51,9 +51,9 @@ def run_identity(save_dir: str | Path) -> tuple[str, str]:
     else:  # a single run: its own group; its name, the overrides that describe the experiment (not where it logs)
         group = "_".join(run_dir.parts[-2:])
         overrides = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] not in ("logger", "hydra")]
-    from transferlab.tracking.redact import redact_text
+    from transferlab.tracking.redact import mask_overrides
 
-    name = redact_text(" ".join(overrides)) or run_dir.name
+    name = " ".join(mask_overrides(overrides)) or run_dir.name
     try:
         stage = save_dir.resolve().relative_to(run_dir.resolve())
     except ValueError:
@@ -86,8 +86,12 @@ class WandbLogger(LightningWandbLogger):
 
             kwargs["id"] = persistent_run_id(save_dir)  # a resumed run (resume=auto) continues the same W&B run
         Path(save_dir).mkdir(parents=True, exist_ok=True)
+        from transferlab.tracking.redact import redact_text
+
+        tags = [redact_text(str(t)) for t in tags or []]  # typed `${oc.env:VAR}` would otherwise arrive resolved
+        notes = redact_text(notes) if notes else notes
         super().__init__(save_dir=save_dir, project=project, name=name or auto_name, log_model=log_model,
-                         entity=entity, group=group or auto_group, job_type=job_type, tags=list(tags or []),
+                         entity=entity, group=group or auto_group, job_type=job_type, tags=tags,
                          notes=notes, **kwargs)
 
     def log_hyperparams(self, params: Any) -> None:
