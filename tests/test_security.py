@@ -341,6 +341,73 @@ def test_finished_run_folder_is_refused_unless_resume_or_overwrite(tmp_path):
     release(tmp_path)
 
 
+def test_a_typed_run_or_sweep_folder_holding_a_run_is_refused_before_hydra_writes(tmp_path):
+    from transferlab.runner.run_folder import check_command_line_folder, hydra_files_replaced, put_back_hydra_files
+
+    run_dir, sweep = tmp_path / "run", tmp_path / "sweep"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text("{}")
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    (sweep / "1" / "checkpoints").mkdir(parents=True)
+    (sweep / "1" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(UserError, match=r"run already holds a run \(metrics.json\): rerun with resume=auto"):
+        check_command_line_folder(["seed=5", f"hydra.run.dir={run_dir}"])
+    with pytest.raises(UserError, match=r"sweep already holds a sweep \(1/checkpoints/last.ckpt\).*hydra.sweep.dir"):
+        check_command_line_folder(["-m", "seed=0,1", f"hydra.sweep.dir={sweep}"])
+    check_command_line_folder([f"hydra.run.dir={tmp_path / 'new'}"])  # a new folder, a timestamped one: nothing to check
+    check_command_line_folder(["-m", f"hydra.sweep.dir={sweep}", "resume=auto"])
+    # resume/overwrite may go ahead; what Hydra then rewrites is put back if the command is refused before it trains
+    check_command_line_folder([f"hydra.run.dir={run_dir}", "overwrite=true"])
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- seed=5\n- overwrite=true\n")  # what Hydra writes
+    put_back_hydra_files(run_dir)
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == "- seed=0\n"
+    check_command_line_folder([f"hydra.run.dir={run_dir}", "resume=auto"])
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- resume=auto\n")
+    hydra_files_replaced(run_dir)  # it trained: the folder's labels are the new command's
+    put_back_hydra_files(run_dir)
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == "- resume=auto\n"
+    with started([sys.executable, "-c", "import time; time.sleep(60)"]) as holder:  # a live run holds the folder
+        (tmp_path / "live").mkdir()
+        (tmp_path / "live" / ".lock").write_text(f"{holder.pid}\n")
+        with pytest.raises(UserError, match=f"in use by another live run \\(PID {holder.pid}"):
+            check_command_line_folder([f"hydra.run.dir={tmp_path / 'live'}", "resume=auto"])
+
+
+def test_resume_auto_on_a_finished_run_keeps_it_only_for_the_same_recipe(tmp_path):
+    import json
+
+    from transferlab.config.instantiate import to_plain
+    from transferlab.runner.provenance import config_sha
+    from transferlab.runner.run_folder import finished_summary
+
+    cfg = compose_cfg(SUP + ["resume=auto"], tmp_path)
+    assert config_sha(to_plain(cfg)) == config_sha(to_plain(compose_cfg(SUP, tmp_path)))  # run-control keys left out
+    stored = {"test/acc": 0.5, "provenance/config_sha": config_sha(to_plain(cfg))}
+    (tmp_path / "metrics.json").write_text(json.dumps(stored))
+    assert finished_summary(cfg, tmp_path) == stored
+    assert finished_summary(compose_cfg(SUP, tmp_path), tmp_path) is None  # not resume=auto
+    assert finished_summary(compose_cfg(SUP + ["resume=auto", "seed=3"], tmp_path), tmp_path) is None  # another recipe
+
+
+@pytest.mark.slow
+def test_a_refused_rerun_leaves_the_finished_run_and_its_labels_as_they_were(tmp_path):
+    tiny = ["task=supervised", "model=mlp", "data=digits", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false"]
+    out = tmp_path / "run"
+    r = _cli(*tiny, f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr
+    before = {p.name: p.read_bytes() for p in [out / "metrics.json", *(out / ".hydra").glob("*.yaml")]}
+    r = _cli(*tiny, "seed=5", f"hydra.run.dir={out}")  # refused before Hydra writes
+    assert r.returncode == 2 and "already holds a run" in r.stderr, r.stderr
+    r = _cli(*tiny, "seed=3", "resume=auto", f"hydra.run.dir={out}")  # refused after Hydra wrote: put back
+    assert r.returncode == 2 and "seed: 0 -> 3" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in [out / "metrics.json", *(out / ".hydra").glob("*.yaml")]} == before
+    r = _cli(*tiny, "resume=auto", f"hydra.run.dir={out}")  # the same recipe, finished: nothing retrained or rewritten
+    assert r.returncode == 0, r.stderr
+    assert (out / "metrics.json").read_bytes() == before["metrics.json"]
+    assert f"-> {out}" in r.stdout and "test/acc=" in r.stdout
+
+
 def test_finetune_may_not_write_into_its_pretrained_folder(tmp_path):
     from transferlab.runner.run_folder import claim
 

@@ -237,9 +237,12 @@ def hydra_entry(config_name: str, sweep: bool = False):
         def entry(*args, **kwargs):
             from transferlab.errors import UserError
             from transferlab.runner.cli_guard import check_command_line
+            from transferlab.runner.run_folder import check_command_line_folder
 
             try:
                 check_command_line(sys.argv[1:])
+                if config_name in ("train", "eval"):  # the entry points that write a run folder
+                    check_command_line_folder(sys.argv[1:])
             except UserError as e:
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 raise SystemExit(2) from None

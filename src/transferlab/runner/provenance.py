@@ -40,10 +40,17 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+# how a run is started, not what it trains: a resumed or replaced run keeps its recipe's hash
+RUN_CONTROL_KEYS = ("resume", "resume_force", "overwrite", "ckpt_path")
+
+
 def config_sha(config: dict[str, Any]) -> str:
-    """sha256 of the resolved config (sorted-key JSON; the run folder itself left out, so reruns elsewhere match)."""
+    """sha256 of the resolved config (sorted-key JSON; the run folder and the run-control keys left out, so
+    reruns elsewhere and resumed runs match)."""
     plain = json.loads(json.dumps(config, sort_keys=True, default=str))
     plain.get("paths", {}).pop("output_dir", None)
+    for key in RUN_CONTROL_KEYS:
+        plain.pop(key, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
 

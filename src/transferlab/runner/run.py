@@ -1,6 +1,5 @@
 """A run of `python -m transferlab.train`: validate, keep secrets out of its files, then one stage or a pipeline."""
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,28 +26,31 @@ def preflight(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Validate every stage before any trains, run, and return the optimized metric (for sweepers)."""
     out = Path(str(cfg.paths.output_dir))
-    from transferlab.runner.run_folder import check_resume_matches, claim, clear_for_overwrite, release
+    from transferlab.errors import UserError
+    from transferlab.runner.run_folder import claim, clear_for_overwrite, put_back_hydra_files, release
     from transferlab.tracking.redact import install_log_filter, redact_files
 
     install_log_filter()
     redact_files(out)
-    claim(cfg, out, pipeline=is_pipeline(cfg))  # before validation: a finished run folder is refused in a second
     try:
-        preflight(cfg)
-        clear_for_overwrite(cfg, out)
-        apply_extras(cfg, out)
-        if not is_pipeline(cfg) and os.environ.get("LOCAL_RANK", "0") in ("", "0"):
-            check_resume_matches(cfg, out)
-        if is_pipeline(cfg):
-            from transferlab.runner.pipeline import run_pipeline
+        claim(cfg, out, pipeline=is_pipeline(cfg))  # before validation: a finished run folder is refused in a second
+        try:
+            preflight(cfg)
+            clear_for_overwrite(cfg, out)
+            apply_extras(cfg, out)
+            if is_pipeline(cfg):
+                from transferlab.runner.pipeline import run_pipeline
 
-            summary = run_pipeline(cfg, out)
-        else:
-            from transferlab.runner.stage import run_stage
+                summary = run_pipeline(cfg, out)
+            else:
+                from transferlab.runner.stage import run_stage
 
-            summary = run_stage(cfg, out)
-    finally:
-        release(out)
+                summary = run_stage(cfg, out)  # resume=auto: checks the checkpoint's config first (per stage)
+        finally:
+            release(out)
+    except UserError:
+        put_back_hydra_files(out)  # refused before it trained: the folder keeps its run's labels
+        raise
     from transferlab.distributed.world import is_global_zero
 
     if is_global_zero():

@@ -7,6 +7,8 @@ DDP ranks other than 0 share rank 0's claim.
 """
 
 import atexit
+import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.errors import ConfigError, UserError
 
+log = logging.getLogger("transferlab")
 LOCK = ".lock"
 # data keys that change how data is loaded, not which data (a resume may change them)
 LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "eval_batch_size")
@@ -55,11 +58,8 @@ def take_lock(out: Path) -> Path:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                pid = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pid = None
-            if pid is not None and pid != os.getpid() and _alive(pid):
+            pid = _live_holder(out)
+            if pid is not None:
                 raise UserError(f"{out} is in use by another live run (PID {pid}, lock file {lock}): "
                                 "wait for it to end or pick another hydra.run.dir") from None
             try:
@@ -102,13 +102,88 @@ def check_not_pretrained_folder(cfg: DictConfig, out: Path) -> None:
                           "starts from): pick another hydra.run.dir")
 
 
+def _holds_a_run(out: Path, found: list[Path]) -> UserError:
+    return UserError(f"{out} already holds a run ({found[0].relative_to(out)}): rerun with resume=auto to continue it, "
+                     "overwrite=true to replace it, or pick another hydra.run.dir")
+
+
 def check_not_finished(cfg: DictConfig, out: Path) -> None:
     if _get(cfg, "resume") or _get(cfg, "overwrite") is True:
         return
     found = finished_files(out)
     if found:
-        raise UserError(f"{out} already holds a run ({found[0].relative_to(out)}): rerun with resume=auto to continue it, "
-                        "overwrite=true to replace it, or pick another hydra.run.dir")
+        raise _holds_a_run(out, found)
+
+
+# `.hydra/*.yaml` of a folder that holds a run, read before Hydra rewrote them for this command: put back if the
+# command is refused before it trains, so a refused rerun does not relabel the finished run (compare reads them)
+_hydra_before: dict[Path, dict[Path, str]] = {}
+
+
+def check_command_line_folder(args: list[str]) -> None:
+    """Before Hydra writes `.hydra/` (or `multirun.yaml`): a `hydra.run.dir` (with -m, `hydra.sweep.dir`) typed on
+    the command line that holds a run is refused unless `resume=` or `overwrite=true` is typed too; a folder a live
+    run holds is refused always. With resume/overwrite, its `.hydra/` files are kept to put back on a refusal."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not _rank_zero():  # a DDP child rank runs the same command line in its rank 0's (locked) folder
+        return
+    values: dict[str, str] = {}
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            o = parser.parse_overrides([arg])[0]
+        except Exception:  # Hydra reports syntax errors itself
+            continue
+        if not o.is_sweep_override() and not o.is_delete():
+            values[str(o.key_or_group).lstrip("+")] = str(o.value())
+    multirun = "-m" in args or "--multirun" in args
+    folder = values.get("hydra.sweep.dir" if multirun else "hydra.run.dir")
+    if not folder or "${" in folder or not Path(folder).is_dir():
+        return
+    folder = Path(folder)
+    outs = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")] if multirun else [folder]
+    for out in outs:
+        holder = _live_holder(out)
+        if holder is not None:
+            raise UserError(f"{out} is in use by another live run (PID {holder}, lock file {out / LOCK}): "
+                            f"wait for it to end or pick another {'hydra.sweep.dir' if multirun else 'hydra.run.dir'}")
+    control = values.get("resume", values.get("ckpt_path", "")) not in ("", "null", "None") or values.get("overwrite") == "True"
+    found = [f for out in outs for f in finished_files(out)]
+    if not found:
+        return
+    if not control:
+        if multirun:
+            raise UserError(f"{folder} already holds a sweep ({found[0].relative_to(folder)}): rerun with resume=auto to "
+                            "continue it (finished jobs are kept), overwrite=true to replace its jobs, or pick another "
+                            "hydra.sweep.dir")
+        raise _holds_a_run(folder, found)
+    for out in outs:
+        _hydra_before[out.resolve()] = {p: p.read_text() for p in sorted((out / ".hydra").glob("*.yaml"))}
+
+
+def _live_holder(out: Path) -> int | None:
+    try:
+        pid = int((out / LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid != os.getpid() and _alive(pid) else None
+
+
+def hydra_files_replaced(out: Path) -> None:
+    """This command now writes its own run into `out` (training started, or the old run was removed):
+    the `.hydra/` files Hydra wrote for it are the folder's from now on."""
+    _hydra_before.pop(out.resolve(), None)
+
+
+def put_back_hydra_files(out: Path) -> None:
+    """A refused command: the folder's `.hydra/` files as they were before Hydra rewrote them."""
+    from transferlab.utils.io import atomic_write_text
+
+    for path, text in _hydra_before.pop(out.resolve(), {}).items():
+        atomic_write_text(path, text)
 
 
 def _plain(node: Any) -> Any:
@@ -162,6 +237,27 @@ def check_resume_matches(cfg: DictConfig, out: Path) -> None:
                             "set resume_force=true to continue anyway, or pick another hydra.run.dir")
 
 
+def finished_summary(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
+    """`resume=auto` on a folder whose run finished with the same recipe (metrics.json's `provenance/config_sha`):
+    that run's summary, with nothing retrained, retested or rewritten. Another recipe is not finished: the caller's
+    `check_resume_matches` refuses it (naming the keys) or, where the checkpoint's sections agree, continues it
+    (e.g. more epochs)."""
+    path = out / "metrics.json"
+    if cfg.get("resume") != "auto" or not path.is_file():
+        return None
+    from transferlab.config.instantiate import to_plain
+    from transferlab.runner.provenance import config_sha
+
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or stored.get("provenance/config_sha") != config_sha(to_plain(cfg)):
+        return None
+    log.info("resume=auto: %s already finished with this config; its metrics.json is kept", out)
+    return stored
+
+
 def claim(cfg: DictConfig, out: Path, pipeline: bool = False) -> None:
     """The run-folder checks the config alone decides, then the lock (rank 0 only; other ranks share its
     folder). `check_resume_matches` comes after validation (it reads the checkpoint)."""
@@ -179,3 +275,4 @@ def clear_for_overwrite(cfg: DictConfig, out: Path) -> None:
     if _rank_zero() and _get(cfg, "overwrite") is True and not _get(cfg, "resume"):
         for old in finished_files(out):
             old.unlink(missing_ok=True)
+        hydra_files_replaced(out)

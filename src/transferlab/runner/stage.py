@@ -1,6 +1,7 @@
 """One stage: seed -> build -> fit -> test -> summary (metrics.json) in one run folder."""
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,18 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
         compile_backbone,
     )
     from transferlab.runner.provenance import provenance
+    from transferlab.runner.run_folder import check_resume_matches, finished_summary, hydra_files_replaced
     from transferlab.tracking.run_id import persistent_run_id
+    from transferlab.utils.hydra import hydra_job_dir
 
     out.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
+    done = finished_summary(cfg, out)
+    if done is not None:  # resume=auto on a finished run of this recipe: nothing to do
+        return done
+    if os.environ.get("LOCAL_RANK", "0") in ("", "0"):
+        check_resume_matches(cfg, out)  # resume=auto: the checkpoint's seed, model, data, task, peft are this run's
     set_torch_threads(cfg)  # this process's share of the cores (sweep jobs and DDP ranks must not fight)
     persistent_run_id(out)  # the tracker's run id (e.g. W&B `id`): a resumed run continues the same run
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -73,6 +81,8 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
         if ckpt_path:
             log.info("resuming from %s", ckpt_path)
             keep_logs_for_resume(trainer)
+        if hydra_job_dir():
+            hydra_files_replaced(Path(hydra_job_dir()))  # this command writes into the folder from here on
         fit_start = time.perf_counter()
         trains = bool(cfg.get("train", True))  # train=false: no fit, test the checkpoint (or the initial weights)
         try:
