@@ -105,6 +105,10 @@ def _attack(config: dict, kind: str, marker: Path) -> dict:
         config["model"]["hidden"] = "${oc.env:HOME}"
     elif kind == "peft_reaches_builtin":
         config["peft"] = {"_target_": "transferlab.adaptation.base.nn.Module"}
+    elif kind == "remote_code":  # Hugging Face from_pretrained would import the model folder's own Python
+        config["model"]["config"] = {"trust_remote_code": True}
+    elif kind == "pickled_weights":  # ... or unpickle its pytorch_model.bin
+        config["model"]["config"] = {"weights_only": False}
     return config
 
 
@@ -120,6 +124,8 @@ ATTACKS = [
     ("widened_allowlist", "targets must start with one of ['transferlab."),
     ("interpolation", "no interpolation from a file"),
     ("peft_reaches_builtin", "resolves to torch.nn.modules.module.Module"),
+    ("remote_code", "stored config key model.config.trust_remote_code is refused"),
+    ("pickled_weights", "stored config key model.config.weights_only is refused"),
 ]
 
 
@@ -141,6 +147,23 @@ def test_checkpoint_config_attack_is_refused(tmp_path, kind, expected, path):
         getattr(restore, path)(file, list(DEFAULT_ALLOWED))
     message = str(err.value)
     assert expected in message and "\n" not in message, message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("path", ["restore_task", "restore_backbone"])
+def test_the_stored_data_section_is_checked_even_when_data_is_given(tmp_path, path):
+    """eval's `+data.key=v` merges into the stored data section: that section passes the gate first."""
+    from transferlab.config.instantiate import DEFAULT_ALLOWED
+    from transferlab.runner import restore
+
+    marker = tmp_path / "pwned"
+    config = _stored_config(tmp_path)
+    config["data"]["generator"] = {"_target_": "transferlab.utils.io.atomic_write_text", "path": str(marker), "text": "x"}
+    file = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": config}}, file)
+    merged = OmegaConf.merge(OmegaConf.create(config["data"]), {"batch_size": 32})
+    with pytest.raises(UserError, match="stored config key data.generator._target_ is refused"):
+        getattr(restore, path)(file, list(DEFAULT_ALLOWED), data=merged)
     assert not marker.exists()
 
 

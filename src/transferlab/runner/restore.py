@@ -62,6 +62,9 @@ SECTION_KINDS = {
     "data": ("pytorch_lightning", "LightningDataModule"),
 }
 SECTION_META = {"_target_", "_partial_"}
+# keys that make a library run code or unpickle (Hugging Face's from_pretrained: a model folder's own Python,
+# pickled weights): a file may not switch them on, at any depth; the weights come from the file's tensors
+RUNS_CODE = ("trust_remote_code", "weights_only", "code_revision")
 PLAIN = (str, int, float, bool, type(None))
 
 
@@ -71,6 +74,9 @@ def _plain_values(node: Any, where: str, file: Path) -> None:
             if not isinstance(key, str) or key.startswith("_"):
                 raise CheckpointError(f"{file}: stored config key {where}.{key} is refused (a file's config may carry "
                                       "no _target_, _args_ or other instantiation keys below a section's top)")
+            if key in RUNS_CODE:
+                raise CheckpointError(f"{file}: stored config key {where}.{key} is refused (a file may not switch on "
+                                      f"loading code or pickles: {', '.join(RUNS_CODE)}); the weights come from its tensors")
             _plain_values(value, f"{where}.{key}", file)
     elif isinstance(node, list):
         for i, value in enumerate(node):
@@ -98,7 +104,7 @@ def check_stored_config(stored: dict[str, Any], sections: tuple[str, ...], allow
             if key.startswith("_") and key not in SECTION_META:
                 raise CheckpointError(f"{file}: stored config key {section}.{key} is refused (only _target_ and _partial_)")
             if key not in SECTION_META:
-                _plain_values(value, f"{section}.{key}", file)
+                _plain_values({key: value}, section, file)
         if "_target_" not in node and section not in ("model", "task", "data"):
             continue  # plain settings (an older layout's scheduler): nothing is instantiated from them
         if not isinstance(node.get("_target_"), str):
@@ -162,6 +168,9 @@ def _datamodule(build_cfg: DictConfig, ckpt: dict[str, Any], stage: str, file: P
 
 def _build_config(stored: dict[str, Any], allowed_targets: list[str], data: Any, sections: tuple[str, ...]) -> DictConfig:
     node = {k: stored[k] for k in sections if k in stored}
+    if isinstance(node.get("model"), dict) and node["model"].get("pretrained"):
+        # the file's tensors are the weights: never fetch or unpickle the pretrained ones its run started from
+        node["model"] = {**node["model"], "pretrained": False}
     if isinstance(data, DictConfig):  # resolved here: its interpolations (${seed}) point into the caller's root
         data = OmegaConf.to_container(data, resolve=True)
     return OmegaConf.create({**node, "allowed_targets": list(allowed_targets),
@@ -177,7 +186,9 @@ def restore_task(path: str | Path, allowed_targets: list[str], data: Any = None,
     file, ckpt, stored = open_checkpoint(path, needs=("model", "task"))
     if data is None and not isinstance(stored.get("data"), dict):
         raise CheckpointError(f"{file} stores no data config: pass data=<option>")
-    check_stored_config(stored, MODEL_SECTIONS + (("data",) if data is None else ()), tuple(allowed_targets), file)
+    # the stored data section is checked even when `data` is given: eval's `+data.key=v` merges into it
+    check_stored_config(stored, MODEL_SECTIONS + (("data",) if isinstance(stored.get("data"), dict) else ()),
+                        tuple(allowed_targets), file)
     cfg = _build_config(stored, allowed_targets, data, MODEL_SECTIONS)
     datamodule = _datamodule(cfg, ckpt, stage, file)
     task = _task(cfg, file, ckpt, stored, datamodule.spec, pretrained)
@@ -285,7 +296,7 @@ def restore_backbone(path: str | Path, allowed_targets: list[str], data: Any = N
     file, ckpt, stored = open_checkpoint(path, needs=("model",))
     if data is None and not isinstance(stored.get("data"), dict):
         raise CheckpointError(f"{file} stores no data config: pass data=<option>")
-    check_stored_config(stored, ("model",) + (("data",) if data is None else ()), tuple(allowed_targets), file)
+    check_stored_config(stored, ("model",) + (("data",) if isinstance(stored.get("data"), dict) else ()), tuple(allowed_targets), file)
     cfg = _build_config(stored, allowed_targets, data, ("model",))
     datamodule = _datamodule(cfg, ckpt, stage, file)
     backbone = build_backbone(cfg, datamodule.spec)
