@@ -116,3 +116,58 @@ def test_eval_data_overrides_replace_or_change_the_stored_data(pretrained, tmp_p
     assert other["data"] == "mnist1d" and other["test/acc"] != m["test/acc"]
     two = _eval(folder, tmp_path / "b", "+data.classes=[0,1,5]")  # one key of the stored data changed
     assert two["test/acc"] != m["test/acc"]
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+
+
+def test_eval_refuses_a_folder_that_holds_a_run_and_locks_its_own(pretrained, tmp_path):
+    """`eval hydra.run.dir=RUN` replaced a training run's metrics.json and csv/: refused before eval writes anything;
+    a folder another live process holds is refused; eval's own folder is unlocked at the end and holds a run then."""
+    import os
+    import shutil
+
+    from transferlab.errors import UserError
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrained[0], run)
+    before = _files(run)
+    with pytest.raises(UserError) as err:
+        _eval(run, run, "+data.generator.seed=7")
+    assert str(err.value) == (f"{run} already holds a run (metrics.json); eval would replace its metrics.json, csv/ and "
+                              ".hydra/: pick another hydra.run.dir")
+    assert _files(run) == before and not (run / ".lock").exists()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / ".lock").write_text(f"{os.getppid()}\n")  # a live process (pytest's parent) holds it
+    with pytest.raises(UserError, match=f"{busy} is in use by another live run"):
+        _eval(run, busy)
+    assert sorted(p.name for p in busy.iterdir()) == [".lock"]
+    _same_test_metrics(pretrained[1], _eval(run, tmp_path / "ev"))
+    assert (tmp_path / "ev" / "metrics.json").is_file() and not (tmp_path / "ev" / ".lock").exists()
+    with pytest.raises(UserError, match="already holds a run"):
+        _eval(run, tmp_path / "ev")
+
+
+def test_eval_cli_leaves_a_training_run_folder_alone(pretrained, tmp_path):
+    """The audit's command line: exit 2, one `error:` line naming the folder, the run's files untouched
+    (Hydra itself writes .hydra/ before the job starts)."""
+    import os
+    import shutil
+    import sys
+
+    import proc_helpers
+    from conftest import ROOT
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrained[0], run)
+    before = _files(run)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = proc_helpers.run([sys.executable, "-m", "transferlab.eval", f"ckpt_path={run}", "+data.generator.seed=7",
+                             f"hydra.run.dir={run}"], timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(run) in lines[0], lines
+    assert "pick another hydra.run.dir" in lines[0]
+    assert {p: v for p, v in _files(run).items() if p.name != "eval.log"} == before

@@ -13,11 +13,14 @@ BACKBONES = ["mlp", "cnn", "transformer", "hf"]
 MAX_DIFFS: dict[str, float] = {}
 
 
-def export(run, fmt, out):
+def export(run, fmt, out, *extra):
+    """What `python -m transferlab.export` does (`out=None`: the default file beside the checkpoint)."""
     from transferlab.export import export as run_export
+    from transferlab.inference.output import overwrite_flag
 
-    cfg = compose_cfg([f"ckpt_path={run}", f"format={fmt}", f"out={out}"], config_name="export")
-    return run_export(str(cfg.ckpt_path), list(cfg.allowed_targets), cfg.out, cfg.pretrained, cfg.format)
+    cfg = compose_cfg([f"ckpt_path={run}", f"format={fmt}", *([f"out={out}"] if out else []), *extra], config_name="export")
+    return run_export(str(cfg.ckpt_path), list(cfg.allowed_targets), cfg.out, cfg.pretrained, cfg.format,
+                      overwrite_flag(cfg))
 
 
 def reference(run, batch: int):
@@ -90,3 +93,87 @@ def test_export_refuses_unknown_formats_and_runs_without_a_head(tmp_path_factory
     ssl = trained("digits", tmp_path_factory, ("task=contrastive",))
     with pytest.raises(CheckpointError, match="without a classification head"):
         export(ssl, "torch_export", tmp_path / "m.pt2")
+
+
+def test_export_replaces_a_file_only_with_overwrite_and_a_runs_record_never(tmp_path_factory, tmp_path):
+    """The audit replaced a run's checkpoints/last.ckpt with an export: an existing `out` (or default file) needs
+    overwrite=true, and a run's own record (metrics.json, *.ckpt, adapter.pt) is refused even then."""
+    import shutil
+
+    from transferlab.errors import ConfigError, UserError
+
+    run = tmp_path / "run"
+    shutil.copytree(trained("mlp", tmp_path_factory), run)
+    mine = tmp_path / "mine.pt2"
+    mine.write_bytes(b"mine")
+    with pytest.raises(UserError) as err:
+        export(run, "torch_export", mine)
+    assert str(err.value) == f"out={mine}: {mine} already exists: set overwrite=true to replace it, or choose another out="
+    assert mine.read_bytes() == b"mine"
+    assert export(run, "torch_export", mine, "overwrite=true") == mine and mine.read_bytes() != b"mine"
+    default = export(run, "merged", None)
+    assert default == run / "checkpoints" / "last.merged.pt"
+    with pytest.raises(UserError) as err:
+        export(run, "merged", None)
+    assert str(err.value) == (f"out=null (writes {default}): {default} already exists: set overwrite=true to replace it, "
+                              "or choose another out=")
+    assert export(run, "merged", None, "overwrite=true") == default
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for record in (run / "checkpoints" / "last.ckpt", run / "metrics.json", run / "checkpoints" / "adapter.pt",
+                   tmp_path / "new.ckpt"):
+        for fmt in ("merged", "torch_export"):
+            with pytest.raises(UserError) as err:
+                export(run, fmt, record, "overwrite=true")
+            assert str(err.value) == (f"out={record}: {record.name} is a run's own record (metrics.json, adapter.pt, "
+                                      "*.ckpt) and is never replaced, even with overwrite=true: choose another out=")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "new.ckpt").exists()
+    with pytest.raises(ConfigError, match="overwrite='no' is invalid: true or false"):
+        export(run, "merged", tmp_path / "m.pt", "overwrite=no")
+
+
+def test_a_failed_export_removes_its_temporary_file(tmp_path_factory, tmp_path, monkeypatch):
+    """The exporter writes `.NAME.PID.tmp` (utils/io.py's naming: the start-up cleanup removes one that a killed
+    export left) and a failed export removes its own; a full disk or read-only folder is one line naming `out`."""
+    import errno
+    import os
+    from pathlib import Path
+
+    from transferlab.errors import UserError
+    from transferlab.inference import classifier
+
+    run = trained("mlp", tmp_path_factory)
+    folder = tmp_path / "exports"
+    out = folder / "m.pt2"
+    written = []
+
+    def failing(error):
+        def write(model, example, path):
+            written.append(Path(path))
+            Path(path).write_bytes(b"half a program")
+            raise error(str(path))
+        return write
+
+    monkeypatch.setattr(classifier, "export_pt2", failing(lambda path: RuntimeError("exporter failed")))
+    with pytest.raises(RuntimeError, match="exporter failed"):
+        export(run, "torch_export", out)
+    assert written == [folder / f".m.pt2.{os.getpid()}.tmp"]
+    assert list(folder.iterdir()) == []
+    for code, message in ((errno.ENOSPC, "disk full"), (errno.EROFS, "read-only file system")):
+        monkeypatch.setattr(classifier, "export_pt2", failing(lambda path: OSError(code, os.strerror(code), path)))
+        with pytest.raises(UserError) as err:
+            export(run, "torch_export", out)
+        hint = "free space there" if code == errno.ENOSPC else "make that folder writable"
+        assert str(err.value) == f"{message} while writing {out} (out={out}): {hint} or choose another out="
+        assert list(folder.iterdir()) == []
+    import torch
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)  # the merged format: torch.save into utils.io's atomic_open
+    merged = folder / "m.pt"
+    with pytest.raises(UserError) as err:
+        export(run, "merged", merged)
+    assert str(err.value) == f"disk full while writing {merged} (out={merged}): free space there or choose another out="
+    assert list(folder.iterdir()) == []

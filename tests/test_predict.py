@@ -191,3 +191,78 @@ def test_a_file_with_broken_preprocessing_is_refused(tmp_path_factory, tmp_path)
     torch.save(ckpt, tmp_path / "odd.ckpt")
     with pytest.raises(CheckpointError, match="preprocessing.spec is not a data spec"):
         predict(tmp_path / "odd.ckpt", run.parent / "test.csv", tmp_path / "p.csv")
+
+
+def test_out_is_replaced_only_with_overwrite_and_a_runs_record_never(tmp_path_factory, tmp_path):
+    """The audit replaced a run's metrics.json with predictions: an existing `out` needs overwrite=true, and a
+    run's own record (metrics.json, *.ckpt, adapter.pt) is refused even then, whether or not it exists yet."""
+    import shutil
+
+    from transferlab.errors import ConfigError
+
+    run = tmp_path / "run"
+    shutil.copytree(trained("mlp", tmp_path_factory), run)
+    test_csv = trained("mlp", tmp_path_factory).parent / "test.csv"
+    mine = tmp_path / "p.csv"
+    mine.write_text("mine\n")
+    with pytest.raises(UserError) as err:
+        predict(run, test_csv, mine)
+    assert str(err.value) == f"out={mine}: {mine} already exists: set overwrite=true to replace it, or choose another out="
+    assert mine.read_text() == "mine\n"
+    assert predict(run, test_csv, mine, "overwrite=true") == (mine, 30)
+    assert_same_as_eval(run, mine)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for record in (run / "metrics.json", run / "checkpoints" / "last.ckpt", run / "checkpoints" / "adapter.pt",
+                   tmp_path / "new" / "metrics.json", tmp_path / "new.ckpt"):
+        with pytest.raises(UserError) as err:
+            predict(run, test_csv, record, "overwrite=true")
+        assert str(err.value) == (f"out={record}: {record.name} is a run's own record (metrics.json, adapter.pt, *.ckpt) "
+                                  "and is never replaced, even with overwrite=true: choose another out=")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "new").exists() and not (tmp_path / "new.ckpt").exists()
+    with pytest.raises(UserError, match=f"out={tmp_path}: {tmp_path} is a folder: name a file"):
+        predict(run, test_csv, tmp_path, "overwrite=true")
+    with pytest.raises(ConfigError, match="overwrite='yes' is invalid: true or false"):
+        predict(run, test_csv, tmp_path / "q.csv", "overwrite=yes")
+
+
+def test_a_full_disk_names_out_not_the_temporary_file(tmp_path_factory, tmp_path, monkeypatch):
+    """runner/entry.py's generic message named `.p.csv.PID.tmp` and advised hydra.run.dir / resume=auto."""
+    import errno
+    import os
+
+    import transferlab.utils.io
+
+    run = trained("mlp", tmp_path_factory)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(transferlab.utils.io.os, "fsync", full)
+    out = tmp_path / "p.csv"
+    with pytest.raises(UserError) as err:
+        predict(run, run.parent / "test.csv", out)
+    assert str(err.value) == f"disk full while writing {out} (out={out}): free space there or choose another out="
+    assert list(tmp_path.iterdir()) == []  # no temporary file left either
+
+
+def test_cli_refuses_a_runs_metrics_json_in_one_line(tmp_path_factory, tmp_path):
+    import os
+    import shutil
+    import sys
+
+    import proc_helpers
+    from conftest import ROOT
+
+    run = tmp_path / "run"
+    shutil.copytree(trained("mlp", tmp_path_factory), run)
+    test_csv = trained("mlp", tmp_path_factory).parent / "test.csv"
+    before = (run / "metrics.json").read_bytes()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = proc_helpers.run([sys.executable, "-m", "transferlab.predict", f"ckpt_path={run}", f"input={test_csv}",
+                             f"out={run / 'metrics.json'}"], timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [f"error: out={run / 'metrics.json'}: metrics.json is a run's own record "
+                                               "(metrics.json, adapter.pt, *.ckpt) and is never replaced, even with "
+                                               "overwrite=true: choose another out="]
+    assert (run / "metrics.json").read_bytes() == before

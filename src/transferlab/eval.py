@@ -5,6 +5,9 @@ run's normalization) and reproduces the run's `test/*` exactly; `data=<option>` 
 data config, `+data.key=value` changes one key of the stored one. The model is rebuilt from the
 config stored in the checkpoint (plain containers, read with weights_only=True); only `_target_`s
 allowed by *this* run's `allowed_targets` are instantiated.
+
+eval writes its own run folder (metrics.json, csv/): one that already holds a run (a training run's,
+or an earlier eval's) is refused, and a live eval holds the folder's lock like a training run.
 """
 
 import time
@@ -17,6 +20,30 @@ from transferlab.runner.entry import hydra_entry
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    from transferlab.runner.run_folder import claim, release
+
+    out = Path(str(cfg.paths.output_dir))
+    refuse_run_folder(out)
+    claim(cfg, out)  # the lock (rank 0; DDP ranks share its folder): two live processes never write one folder
+    try:
+        return measure(cfg, out)
+    finally:
+        release(out)
+
+
+def refuse_run_folder(out: Path) -> None:
+    """Before eval writes anything: a folder holding a run would get its metrics.json, csv/ and .hydra/ replaced."""
+    from transferlab.errors import UserError
+    from transferlab.runner.run_folder import finished_files
+
+    found = finished_files(out)
+    if found:
+        raise UserError(f"{out} already holds a run ({found[0].relative_to(out)}); eval would replace its metrics.json, "
+                        "csv/ and .hydra/: pick another hydra.run.dir")
+
+
+def measure(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """Test the checkpoint (with the run's data or `data`), write metrics.json into `out`, return the summary."""
     start = time.perf_counter()
     import pytorch_lightning as pl
 
@@ -31,7 +58,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     restore_callback_states(task, restored.checkpoint)
     if hasattr(task, "set_test_sets") and hasattr(datamodule, "test_set_names"):
         task.set_test_sets(datamodule.test_set_names)
-    out = Path(str(cfg.paths.output_dir))
     trainer = build_trainer(cfg, out, callbacks=[], loggers=build_loggers(cfg))
     summary: dict[str, Any] = {}
     for r in trainer.test(task, datamodule=datamodule, verbose=False):

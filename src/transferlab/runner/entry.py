@@ -104,8 +104,11 @@ def protect_run_folder() -> None:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        out = Path(HydraConfig.get().runtime.output_dir)
+        hc = HydraConfig.get()
+        out = Path(hc.runtime.output_dir)
     except Exception:  # not under Hydra (a test calling the function directly)
+        return
+    if hc.output_subdir is None:  # no run folder (predict, export: `out=` files, run dir `.`): nothing to clean
         return
     from transferlab.tracking.redact import install_log_filter, redact_files
     from transferlab.utils.io import remove_stale_tmp
