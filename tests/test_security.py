@@ -109,6 +109,10 @@ def _attack(config: dict, kind: str, marker: Path) -> dict:
         config["model"]["config"] = {"trust_remote_code": True}
     elif kind == "pickled_weights":  # ... or unpickle its pytorch_model.bin
         config["model"]["config"] = {"weights_only": False}
+    elif kind == "partial_model":
+        config["model"]["_partial_"] = True
+    elif kind == "unbuildable_value":
+        config["model"]["hidden"] = -5
     return config
 
 
@@ -126,6 +130,8 @@ ATTACKS = [
     ("peft_reaches_builtin", "resolves to torch.nn.modules.module.Module"),
     ("remote_code", "stored config key model.config.trust_remote_code is refused"),
     ("pickled_weights", "stored config key model.config.weights_only is refused"),
+    ("partial_model", "stored config key model._partial_ is refused"),
+    ("unbuildable_value", "its stored config does not build a model (RuntimeError: "),
 ]
 
 
@@ -198,6 +204,40 @@ def test_a_good_stored_config_passes_the_schema(tmp_path):
     from transferlab.runner.restore import MODEL_SECTIONS, check_stored_config
 
     check_stored_config(_stored_config(tmp_path), MODEL_SECTIONS + ("data",), DEFAULT_ALLOWED, tmp_path / "x.ckpt")
+
+
+def test_weights_that_would_load_silently_wrong_are_refused():
+    from transferlab.errors import CheckpointError
+    from transferlab.utils.checkpoint import check_state_matches
+
+    own = {"w": torch.zeros(2, 2), "head.w": torch.zeros(3), "steps": torch.zeros((), dtype=torch.long)}
+    good = {"w": torch.ones(2, 2), "head.w": torch.ones(3), "steps": torch.tensor(4)}
+    check_state_matches(own, good, "f.ckpt", "the model")
+    for state, expected in [
+        ({**good, "w": torch.ones(2, 2, dtype=torch.long)}, "dtype mismatch w torch.int64 vs torch.float32"),
+        ({**good, "w": torch.ones(2, 2, dtype=torch.complex64)}, "dtype mismatch w torch.complex64"),
+        ({**good, "head.w": torch.tensor([1.0, float("nan"), 0.0])}, "not finite (NaN/inf) head.w"),
+        ({**good, "w": [[1.0, 1.0], [1.0, 1.0]]}, "not tensors w"),
+        ([1, 2], "its weights are a list, not a dict of tensors"),
+    ]:
+        with pytest.raises(CheckpointError) as err:
+            check_state_matches(own, state, "f.ckpt", "the model")
+        assert str(err.value).startswith("f.ckpt does not match the model: ") and expected in str(err.value), err.value
+    # an adapter file (strict=False) must still hold every trainable tensor: a left-out head would stay random
+    check_state_matches(own, {"w": torch.ones(2, 2)}, "a.pt", "this model", strict=False)
+    with pytest.raises(CheckpointError, match="missing head.w"):
+        check_state_matches(own, {"w": torch.ones(2, 2)}, "a.pt", "this model", strict=False, required={"w", "head.w"})
+
+
+def test_a_non_positive_normalization_std_in_a_checkpoint_is_refused(tmp_path):
+    from transferlab.errors import CheckpointError
+    from transferlab.runner.build import build_datamodule
+    from transferlab.runner.restore import restore_datamodule_state
+
+    dm = build_datamodule(compose_cfg(SUP, tmp_path))
+    for std in (0.0, -1.0, torch.tensor([1.0, 0.0])):
+        with pytest.raises(CheckpointError, match="normalization's std .* is not positive"):
+            restore_datamodule_state(dm, {type(dm).__qualname__: {"normalization": [0.5, std]}}, "x.ckpt")
 
 
 def test_nan_normalization_in_a_checkpoint_is_refused(tmp_path):

@@ -57,7 +57,11 @@ def load_adapter(task: nn.Module, path: str | Path) -> nn.Module:
     ckpt = load_checkpoint(path)
     if not is_adapter_file(ckpt):
         raise CheckpointError(f"{path} is not an adapter file (format {ckpt.get('format')!r}, expected {FORMAT!r})")
-    state = ckpt["state_dict"]
-    check_state_matches(task.state_dict(), state, path, f"this model (peft={ckpt.get('peft')!r} in the file)", strict=False)
+    state = ckpt.get("state_dict")
+    # every trainable tensor (adapter, head, what the method unfroze) must be in the file: one left out would keep
+    # its random initialisation silently (load_state_dict(strict=False) loads what is there)
+    trainable = {n for n, p in task.named_parameters() if p.requires_grad}
+    check_state_matches(task.state_dict(), state, path, f"this model (peft={ckpt.get('peft')!r} in the file)",
+                        strict=False, required=trainable)
     task.load_state_dict(state, strict=False)
     return task

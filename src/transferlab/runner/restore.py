@@ -9,6 +9,8 @@ to the kind of object that section builds (a Backbone, a task, an Adaptation, an
 One mismatch message (`utils.checkpoint.check_state_matches`).
 """
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,8 @@ def open_checkpoint(path: str | Path, needs: tuple[str, ...] = ("model",)) -> tu
 
     file = resolve_checkpoint(path)
     ckpt = load_checkpoint(file)
-    stored = ckpt.get("config") if is_adapter_file(ckpt) else (ckpt.get("hyper_parameters") or {}).get("config")
+    hparams = ckpt.get("hyper_parameters")
+    stored = ckpt.get("config") if is_adapter_file(ckpt) else hparams.get("config") if isinstance(hparams, dict) else None
     if not isinstance(stored, dict) or any(not isinstance(stored.get(key), dict) for key in needs):
         raise CheckpointError(f"{file} carries no transferlab run config with {list(needs)} "
                               "(hyper_parameters.config): was it written by transferlab.train?")
@@ -101,8 +104,9 @@ def check_stored_config(stored: dict[str, Any], sections: tuple[str, ...], allow
         if not isinstance(node, dict):
             raise CheckpointError(f"{file}: stored config section '{section}' is not a config (a {type(node).__name__})")
         for key, value in node.items():
-            if key.startswith("_") and key not in SECTION_META:
-                raise CheckpointError(f"{file}: stored config key {section}.{key} is refused (only _target_ and _partial_)")
+            if key.startswith("_") and key not in SECTION_META or key == "_partial_" and section != "scheduler":
+                raise CheckpointError(f"{file}: stored config key {section}.{key} is refused (only _target_, and "
+                                      "_partial_ in the scheduler)")
             if key not in SECTION_META:
                 _plain_values({key: value}, section, file)
         if "_target_" not in node and section not in ("model", "task", "data"):
@@ -134,7 +138,22 @@ def restore_datamodule_state(datamodule: Any, ckpt: dict[str, Any], file: Path |
         if bad:
             raise CheckpointError(f"{file}: the saved data state {type(datamodule).__qualname__}.{bad} is not finite "
                                   "(NaN/inf normalization statistics would make every prediction meaningless)")
+        _check_scale(saved, f"the saved data state {type(datamodule).__qualname__}", file)
         datamodule.load_state_dict(saved)
+
+
+def _check_scale(state: dict[str, Any], what: str, file: Path | str) -> None:
+    """`normalization` = (mean, std): a std that is not positive divides every input by zero (or flips its sign)."""
+    import torch
+
+    norm = state.get("normalization")
+    if not isinstance(norm, (list, tuple)) or len(norm) != 2:
+        return
+    std = norm[1]
+    values = std.flatten().tolist() if isinstance(std, torch.Tensor) else std if isinstance(std, (list, tuple)) else [std]
+    if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 for v in values):
+        raise CheckpointError(f"{file}: {what}.normalization's std {std if not isinstance(std, torch.Tensor) else values} "
+                              "is not positive (every input would be divided by zero or flipped): not a trained run's")
 
 
 def _non_finite(node: Any, where: str = "") -> str | None:
@@ -241,14 +260,37 @@ def _stored_spec(preprocessing: dict[str, Any], file: Path) -> Any:
     if bad:
         raise CheckpointError(f"{file}: the stored preprocessing.{bad} is not finite (NaN/inf statistics would make "
                               "every prediction meaningless)")
+    _check_scale(preprocessing, "the stored preprocessing", file)
     try:
         return DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
     except TypeError as e:
         raise CheckpointError(f"{file}: the stored preprocessing.spec does not fit ({e})") from None
 
 
+@contextlib.contextmanager
+def _building_from(file: Path) -> Iterator[None]:
+    """Building a model from a file's stored config: a value the builders reject (a size that is a string or
+    negative, an unknown keyword) is the file's fault: one line naming it, not a traceback."""
+    from transferlab.errors import UserError
+
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the builders raise on a file's values
+        cause = e.__cause__ or e  # Hydra wraps the constructor's error
+        raise CheckpointError(f"{file}: its stored config does not build a model ({type(cause).__name__}: "
+                              f"{(str(cause).splitlines() or [''])[0][:200]})") from None
+
+
 def _task(cfg: DictConfig, file: Path, ckpt: dict[str, Any], stored: dict[str, Any], spec: Any, pretrained: str | None) -> Any:
     """Build the task for `spec` and load the file's weights into it (an adapter file onto its pretrained backbone)."""
+    with _building_from(file):
+        return _built_task(cfg, file, ckpt, stored, spec, pretrained)
+
+
+def _built_task(cfg: DictConfig, file: Path, ckpt: dict[str, Any], stored: dict[str, Any], spec: Any,
+                pretrained: str | None) -> Any:
     from transferlab.adaptation.artifact import is_adapter_file, load_adapter
 
     backbone = build_backbone(cfg, spec)
@@ -299,7 +341,8 @@ def restore_backbone(path: str | Path, allowed_targets: list[str], data: Any = N
     check_stored_config(stored, ("model",) + (("data",) if isinstance(stored.get("data"), dict) else ()), tuple(allowed_targets), file)
     cfg = _build_config(stored, allowed_targets, data, ("model",))
     datamodule = _datamodule(cfg, ckpt, stage, file)
-    backbone = build_backbone(cfg, datamodule.spec)
+    with _building_from(file):
+        backbone = build_backbone(cfg, datamodule.spec)
     load_backbone(backbone, file)
     return Restored(file, ckpt, stored, datamodule, backbone=backbone)
 

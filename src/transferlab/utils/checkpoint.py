@@ -61,15 +61,27 @@ def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def check_state_matches(own: dict[str, Any], state: dict[str, Any], source: Path | str, what: str,
-                        hint: str = "", strict: bool = True) -> None:
-    """The one mismatch message: which keys are missing, unexpected or of another shape (first few of each).
+                        hint: str = "", strict: bool = True, required: set[str] | None = None) -> None:
+    """The one mismatch message: which keys are missing, unexpected, of another shape or dtype kind, or not
+    finite (first few of each).
 
-    `strict=False` checks only the keys the file has (an adapter file holds the trainable tensors only).
+    `strict=False` checks only the keys the file has, plus `required` (an adapter file holds the trainable
+    tensors only, and every one of them).
     """
-    missing = sorted(set(own) - set(state)) if strict else []
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source} does not match {what}: its weights are a {type(state).__name__}, not a dict of tensors")
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"{source} does not match {what}: not tensors {_few(not_tensors)}")
+    missing = sorted((set(own) if strict else set(required or ())) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if not (missing or unexpected or shapes):
+    common = sorted(set(own) & set(state))
+    shapes = [k for k in common if tuple(own[k].shape) != tuple(state[k].shape)]
+    # a float weight stored as integers (or complex) would be cast silently by load_state_dict
+    kinds = [k for k in common if k not in shapes and _kind(own[k]) != _kind(state[k])]
+    # a NaN/inf weight: every prediction through it is NaN (training stops on a non-finite loss before saving one)
+    bad = [k for k in common if k not in shapes and state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if not (missing or unexpected or shapes or kinds or bad):
         return
     parts = []
     if missing:
@@ -78,7 +90,15 @@ def check_state_matches(own: dict[str, Any], state: dict[str, Any], source: Path
         parts.append(f"unexpected {_few(unexpected)}")
     if shapes:
         parts.append("shape mismatch " + _few([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes]))
+    if kinds:
+        parts.append("dtype mismatch " + _few([f"{k} {state[k].dtype} vs {own[k].dtype}" for k in kinds]))
+    if bad:
+        parts.append(f"not finite (NaN/inf) {_few(bad)}")
     raise CheckpointError(f"{source} does not match {what}: " + "; ".join(parts) + (f" ({hint})" if hint else ""))
+
+
+def _kind(t: torch.Tensor) -> str:
+    return "complex" if t.is_complex() else "float" if t.is_floating_point() else "bool" if t.dtype == torch.bool else "int"
 
 
 def load_backbone(backbone: nn.Module, path: str | Path) -> Path:
