@@ -1,5 +1,6 @@
 """`python -m transferlab.compare`: tables from metrics.json + overrides.yaml, seed aggregation, plots, failures."""
 
+import contextlib
 import csv
 import json
 import os
@@ -179,3 +180,100 @@ def test_a_corrupt_metrics_file_marks_its_run_failed_and_the_rest_compare(tmp_pa
     assert expected in runs["bad"].error
     assert (runs["good"].status, runs["good"].metrics) == ("ok", {"test/acc": 0.7})
     assert main([str(tmp_path), "no_plot=true"]) == 0
+
+
+def seed_pair(root: Path, bad: str, key: str = "test/acc") -> Path:
+    """Two seeds of one recipe: seed 0 fine, seed 1's metrics.json holds `bad` (raw JSON text) under `key`."""
+    make_run(root / "0", ["seed=0"], metrics(0.8, 100.0))
+    make_run(root / "1", ["seed=1"])
+    good = json.dumps({k: v for k, v in metrics(0.6, 100.0).items() if k != key})
+    (root / "1" / "metrics.json").write_text(good[:-1] + f', "{key}": {bad}}}')
+    return root
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ("[1]", "test/acc=[1] is a list, not a number"),
+    ('{"a": 1}', 'test/acc={"a": 1} is a dict, not a number'),
+    ("true", "test/acc=true is a bool, not a number"),
+    ('"high"', 'test/acc="high" is not a number'),
+    ("null", "test/acc=null is not a number"),
+])
+def test_a_non_numeric_metric_fails_its_run_and_is_not_averaged(tmp_path, bad, expected):
+    root = seed_pair(tmp_path / "sweep", bad)
+    assert main([str(root), "no_plot=true"]) == 0
+    rows = {r["run"]: r for r in read_csv(root / "compare.csv")}
+    assert (rows["0"]["status"], rows["1"]["status"], rows["1"]["reason"]) == ("ok", "failed", "invalid")
+    assert rows["1"]["error"] == f"{expected} (in {root / '1' / 'metrics.json'})"
+    [group] = read_csv(root / "compare_seeds.csv")
+    assert (group["n"], group["failed"], group["test/acc_n"], group["test/acc_mean"]) == ("1", "1", "1", "0.8")
+
+
+def test_n_counts_the_values_each_mean_averages(tmp_path):
+    """A finished run without a metric is left out of that metric's mean, and its count says so."""
+    make_run(tmp_path / "0", ["seed=0"], metrics(0.8, 100.0))
+    make_run(tmp_path / "1", ["seed=1"], {k: v for k, v in metrics(0.6, 100.0).items() if k != "test/f1"}
+             | {"provenance/git_dirty": True, "pretrained": None})  # a boolean and a null where they belong
+    assert main([str(tmp_path), "no_plot=true"]) == 0
+    [group] = read_csv(tmp_path / "compare_seeds.csv")
+    assert (group["n"], group["test/acc_n"], group["test/f1_n"], group["test/f1_mean"]) == ("2", "2", "1", "0.8")
+    assert "| 2 | 0 | 0.7 ± 0.1414 | 0.8 ± 0 (n=1) |" in (tmp_path / "compare.md").read_text()
+
+
+@pytest.mark.parametrize("key, bad, expected", [
+    ("test/acc", "-5", "test/acc=-5 is not a fraction in [0, 1]"),
+    ("test/acc", "1.5", "test/acc=1.5 is not a fraction in [0, 1]"),
+    ("finetune/test/f1", "2", "finetune/test/f1=2 is not a fraction in [0, 1]"),
+    ("params/trainable_pct", "150.0", "params/trainable_pct=150.0 is not a percentage in [0, 100]"),
+])
+def test_documented_fractions_out_of_range_fail_their_run(tmp_path, key, bad, expected):
+    root = seed_pair(tmp_path / "sweep", bad, key)
+    make_run(tmp_path / "sweep" / "2", ["seed=2"], metrics(0.7, 100.0) | {"test/loss": 7.5, "gain/finetune": -0.3})
+    assert main([str(root), "sort=test/acc", "no_plot=true"]) == 0
+    rows = read_csv(root / "compare.csv")
+    assert [(r["run"], r["status"]) for r in rows] == [("0", "ok"), ("2", "ok"), ("1", "failed")]  # failed last
+    assert rows[2]["error"].startswith(expected + " (in ")
+    [group] = read_csv(root / "compare_seeds.csv")
+    assert (group["n"], float(group["test/acc_mean"])) == ("2", pytest.approx(0.75))
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ("1e308", "test/loss=1e+308 is beyond any metric (larger than 3.4e+38)"),
+    ("9" * 401, "test/loss=99999999999999999999... is beyond any metric (larger than 3.4e+38)"),
+], ids=["1e308", "401-digit-int"])
+def test_absurd_numbers_fail_their_run_and_the_plot_of_the_others_is_written(tmp_path, capsys, bad, expected):
+    root = tmp_path / "sweep"
+    for name, over, loss in [("0", "seed=0 k=5", "0.2"), ("1", "seed=1 k=5", bad), ("2", "seed=0 k=10", "0.1"),
+                             ("3", "seed=0 k=1e308", "0.3")]:  # run 3: an override too large to draw
+        make_run(root / name, over.replace("k=", "data.labels_per_class=").split())
+        (root / name / "metrics.json").write_text(f'{{"test/acc": 0.7, "test/loss": {loss}}}')
+    assert main([str(root), "y=test/loss", "x=data.labels_per_class"]) == 0
+    assert capsys.readouterr().err == ""
+    rows = {r["run"]: r for r in read_csv(root / "compare.csv")}
+    assert [rows[name]["status"] for name in "0123"] == ["ok", "failed", "ok", "ok"]
+    assert rows["1"]["error"].startswith(expected + " (in ")
+    assert (root / "compare.png").stat().st_size > 1000  # the line through k=5 and k=10
+
+
+@pytest.mark.parametrize("code, expected", [
+    (28, "error: disk full while writing {out}/compare.png: free space there or choose another out="),
+    (30, "error: read-only file system while writing {out}/compare.png: make that folder writable or choose another out="),
+])
+def test_a_full_disk_leaves_the_old_plot_and_says_so_in_one_line(sweep, tmp_path, capsys, monkeypatch, code, expected):
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "reports"
+    assert main([str(sweep), f"out={out}"]) == 0
+    before = (out / "compare.png").read_bytes()
+    capsys.readouterr()
+
+    def fills_the_disk(self, fname, **kwargs):  # the first bytes reach the file, then the disk is full
+        with open(fname, "wb") if isinstance(fname, (str, os.PathLike)) else contextlib.nullcontext(fname) as f:
+            f.write(before[:100])
+            f.flush()
+            raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Figure, "savefig", fills_the_disk)
+    assert main([str(sweep), f"out={out}"]) == 2
+    assert capsys.readouterr().err == expected.format(out=out) + "\n"
+    assert (out / "compare.png").read_bytes() == before  # whole: the new one never replaced it
+    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.md", "compare.png", "compare_seeds.csv"]

@@ -13,8 +13,9 @@ compare reads run folders, not a config tree, so it does not start Hydra.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from transferlab.analysis.plots import plot
@@ -31,6 +32,8 @@ from transferlab.analysis.tables import (
     default_metrics,
     write_tables,
 )
+from transferlab.errors import UserError
+from transferlab.inference.output import NO_SPACE, NOT_WRITABLE, real_file
 
 OPTIONS = ("metrics", "sort", "ascending", "x", "y", "out", "no_plot")
 
@@ -50,6 +53,24 @@ def flag_style(argv: Sequence[str]) -> list[str]:
         else:
             out += [f"--{key}", value]
     return [a for a in out if a]
+
+
+class OutputNotWritable(UserError):
+    """The output folder (`out=`) is full, read-only or not ours to write."""
+
+
+@contextlib.contextmanager
+def writing(target: Path) -> Iterator[None]:
+    """A full disk or an unwritable output folder while writing `target`: one line naming the file (not its
+    hidden `.NAME.PID.tmp`). Every file is written atomically (utils/io.py): a failed write leaves the old file or none."""
+    try:
+        yield
+    except OSError as e:
+        what = NO_SPACE.get(e.errno) or NOT_WRITABLE.get(e.errno)
+        if what is None:
+            raise
+        hint = "free space there" if e.errno in NO_SPACE else "make that folder writable"
+        raise OutputNotWritable(f"{what} while writing {real_file(e.filename, target)}: {hint} or choose another out=") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,10 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     one_parent = len(args.paths) == 1 and not is_run(Path(args.paths[0]))
     out = Path(args.out) if args.out else (Path(args.paths[0]) if one_parent else Path("."))
     try:
-        text, _ = write_tables(runs, out, "compare", metrics, args.sort, args.ascending)
+        with writing(out / "compare.*"):
+            text, _ = write_tables(runs, out, "compare", metrics, args.sort, args.ascending)
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     print(text)
     written = [out / "compare.csv", out / "compare.md"]
     if not args.no_plot:
@@ -93,7 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --x {args.x}: neither an override that differs between runs ({keys}) nor a metrics.json key",
                   file=sys.stderr)
             return 2
-        png = plot(runs, keys, y, args.x, out / "compare.png")
+        try:
+            with writing(out / "compare.png"):
+                png = plot(runs, keys, y, args.x, out / "compare.png")
+        except UserError as e:  # the tables above are written; the old plot (if any) is left whole
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code
         if png is not None:
             written.append(png)
     failed = sum(r.status != "ok" for r in runs)

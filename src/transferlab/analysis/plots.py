@@ -7,8 +7,9 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from transferlab.analysis.runs import SEED_KEY, Run
+from transferlab.analysis.runs import LARGEST, SEED_KEY, Run
 from transferlab.analysis.tables import TRAINABLE, _float
+from transferlab.utils.io import atomic_open
 
 
 def plot(runs: Sequence[Run], keys: Sequence[str], metric: str, x: str, path: Path) -> Path | None:
@@ -26,8 +27,8 @@ def plot(runs: Sequence[Run], keys: Sequence[str], metric: str, x: str, path: Pa
         if r.status != "ok":
             continue
         xv, yv = _float(r.value(x)), _float(r.metrics.get(metric))
-        if xv is None or yv is None or not math.isfinite(yv):
-            continue
+        if xv is None or yv is None or not all(math.isfinite(v) and abs(v) <= LARGEST for v in (xv, yv)):
+            continue  # NaN/Inf or absurd (an override such as data.labels_per_class=1e308): not drawable
         label = ", ".join(f"{k}={r.overrides.get(k)}" for k in line_keys) or "runs"
         lines.setdefault(label, {}).setdefault(xv, []).append(yv)
         names.setdefault(label, []).append(r.name)
@@ -61,10 +62,12 @@ def plot(runs: Sequence[Run], keys: Sequence[str], metric: str, x: str, path: Pa
         ax.grid(alpha=0.3)
         if len(lines) > 1:  # outside the axes, so it never covers a point
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        with atomic_open(path, "wb") as f:  # a full disk leaves the old plot (or none), never half a PNG
+            fig.savefig(f, format="png", dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 

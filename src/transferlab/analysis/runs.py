@@ -119,6 +119,8 @@ def read_run(folder: Path, root: Path | None = None) -> Run:
         run.status = "incomplete"
     elif bad := non_finite_metrics(run.metrics):
         run.status, run.reason, run.error = "failed", "non-finite", f"{', '.join(bad)} not finite"
+    elif bad := invalid_metrics(run.metrics):  # a crafted or corrupt value fails its own run, not compare
+        run.status, run.reason, run.error = "failed", "invalid", f"{'; '.join(bad)} (in {folder / SUMMARY_FILE})"
     return run
 
 
@@ -139,6 +141,49 @@ def _read(path: Path, parse, kind: type):
     return value
 
 
+# metrics.json is flat: every value is a number or a string (provenance/git_dirty is the one boolean).
+METRIC_GROUPS = {"test", "val", "params", "time", "memory", "gain"}  # keys with such a part hold numbers
+LARGEST = 3.4e38  # float32's largest: a metric a run logged is never bigger, so a bigger number is corrupt
+# The only ranges compare checks are the documented ones (README, metrics.json): accuracy and macro F1
+# are fractions in [0, 1] and params/trainable_pct is 0-100. Other metrics (losses, gains, times, counts)
+# have no range compare could know, so they are only checked to be numbers.
+FRACTIONS = ("acc", "f1")  # the key's last part: test/acc, val/f1, finetune/test/acc
+PERCENTS = ("params/trainable_pct",)
+
+
+def invalid_metrics(metrics: dict[str, Any]) -> list[str]:
+    """Values that cannot be the metric their key names: a list/dict anywhere, a boolean, text or null under
+    a metric group (test/, val/, params/, ...), a number beyond LARGEST, a fraction outside [0, 1] or a
+    trainable % outside [0, 100] (NaN/Inf included; other metrics may be "nan", "inf", as metrics.json stores them)."""
+    import math
+
+    bad = []
+    for key, value in metrics.items():
+        metric = bool(METRIC_GROUPS & set(key.split("/")[:-1]))
+        shown = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else json.dumps(value)
+        shown = shown if len(shown) <= 24 else shown[:20] + "..."
+        if isinstance(value, (list, dict)) or (metric and isinstance(value, bool)):
+            bad.append(f"{key}={shown} is a {type(value).__name__}, not a number")
+            continue
+        if not metric and (value is None or isinstance(value, (bool, str))):
+            continue  # provenance/git_dirty, checkpoint paths, names, "pretrained": null
+        try:
+            number = float(value)
+        except (TypeError, ValueError):  # text or null where a number belongs
+            bad.append(f"{key}={shown} is not a number")
+            continue
+        except OverflowError:  # an integer of hundreds of digits
+            bad.append(f"{key}={shown} is beyond any metric (larger than {LARGEST:g})")
+            continue
+        if math.isfinite(number) and abs(number) > LARGEST:  # NaN/Inf of a test metric: `non_finite_metrics`
+            bad.append(f"{key}={shown} is beyond any metric (larger than {LARGEST:g})")
+        elif "/" in key and key.rsplit("/", 1)[1] in FRACTIONS and not 0 <= number <= 1:
+            bad.append(f"{key}={shown} is not a fraction in [0, 1]")
+        elif key.endswith(PERCENTS) and not 0 <= number <= 100:
+            bad.append(f"{key}={shown} is not a percentage in [0, 100]")
+    return bad
+
+
 def non_finite_metrics(metrics: dict[str, Any]) -> list[str]:
     """Test metrics that are NaN/Inf (metrics.json stores them as the strings "nan", "inf")."""
     import math
@@ -150,7 +195,7 @@ def non_finite_metrics(metrics: dict[str, Any]) -> list[str]:
         try:
             if not math.isfinite(float(value)):
                 bad.append(key)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
     return bad
 

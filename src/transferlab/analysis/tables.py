@@ -49,7 +49,7 @@ def _float(v: Any) -> float | None:
         return None
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # text, a list, an integer of hundreds of digits
         return None
     return f
 
@@ -99,7 +99,11 @@ def run_rows(runs: Sequence[Run], keys: Sequence[str], metrics: Sequence[str]) -
 
 
 def seed_groups(runs: Sequence[Run], keys: Sequence[str], metrics: Sequence[str]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds: runs grouped by every differing override except `seed` (finished runs only)."""
+    """Mean ± std over seeds: runs grouped by every differing override except `seed` (finished runs only).
+
+    `n` counts the group's finished runs; `<metric>_n` the values each mean averages (fewer when a
+    finished run lacks that metric).
+    """
     group_keys = [k for k in keys if k != SEED_KEY]
     groups: dict[tuple, list[Run]] = {}
     failed: dict[tuple, int] = {}
@@ -124,19 +128,22 @@ def seed_groups(runs: Sequence[Run], keys: Sequence[str], metrics: Sequence[str]
             name = {TRAINABLE: "trainable_pct", WALL: "wall_s"}.get(m, m)
             row[f"{name}_mean"] = statistics.fmean(vals) if vals else None
             row[f"{name}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+            row[f"{name}_n"] = len(vals)
         rows.append(row)
     return rows
 
 
 def sort_rows(rows: list[dict[str, Any]], metric: str | None, ascending: bool | None = None) -> list[dict[str, Any]]:
-    """Best first by `metric` (descending, or ascending for loss-like metrics); rows without it last."""
+    """Best first by `metric` (descending, or ascending for loss-like metrics); rows without it, and failed
+    runs (whose values may be the invalid ones that failed them), last."""
     if not metric:
         return rows
     col = metric if any(metric in r for r in rows) else f"{metric}_mean"
     if not any(col in r for r in rows):
         raise KeyError(f"--sort {metric}: not a column of the table (columns: {sorted({k for r in rows for k in r})})")
     asc = lower_is_better(metric) if ascending is None else ascending
-    have = [r for r in rows if _float(r.get(col)) is not None and math.isfinite(_float(r.get(col)))]
+    have = [r for r in rows if _float(r.get(col)) is not None and math.isfinite(_float(r.get(col)))
+            and r.get("status", "ok") == "ok"]
     rest = [r for r in rows if r not in have]
     return sorted(have, key=lambda r: _float(r[col]), reverse=not asc) + rest
 
@@ -162,7 +169,8 @@ def seed_markdown(rows: Sequence[dict[str, Any]], group_keys: Sequence[str], met
         out["n"], out["failed"] = r["n"], r["failed"]
         for m in [*metrics, "trainable_pct", "wall_s"]:
             mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
-            out[m] = None if mean is None else f"{_fmt(mean)} ± {_fmt(std)}"
+            count = "" if r.get(f"{m}_n", r["n"]) == r["n"] else f" (n={r[f'{m}_n']})"
+            out[m] = None if mean is None else f"{_fmt(mean)} ± {_fmt(std)}{count}"
         shown.append(out)
     return markdown(shown)
 
