@@ -303,3 +303,158 @@ def test_run_id_persists(tmp_path):
 
     first = persistent_run_id(tmp_path)
     assert len(first) == 8 and persistent_run_id(tmp_path) == first == (tmp_path / "wandb_id").read_text().strip()
+
+
+# -- overwrite=true, full disk, unwritable folders, step time (audit) -----------------------------------------
+
+TINY = ["task=supervised", "model=mlp", "data=digits", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false"]
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def _write(folder: Path, names: list[str]) -> None:
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}" if name.endswith(".json") else "x")
+
+
+def test_overwrite_removes_the_old_runs_files_and_nothing_else(tmp_path):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from transferlab.runner.run_folder import clear_for_overwrite
+
+    overwrite = OmegaConf.create({"overwrite": True, "resume": None})
+    kept = [".hydra/config.yaml", ".lock", "train.log", "notes.md", "supervised.md", "data/table.csv",
+            "pretrain/notes.txt", "csv/metrics.csv"]
+    old = ["transfer.md", "transfer.csv", "checkpoints/last.ckpt", "checkpoints/last.merged.pt",
+           "checkpoints/.last.ckpt.99999999.tmp", "checkpoints/export/adapter.pt", "pretrain/metrics.json",
+           "pretrain/checkpoints/best.ckpt", "pretrain/checkpoints/last.merged.pt", "finetune/checkpoints/last.ckpt"]
+    pipeline = tmp_path / "pipeline"
+    _write(pipeline, kept + old)
+    (pipeline / "metrics.json").write_text(json.dumps({"task": "transfer", "pretrain/test/acc": 0.5, "test/acc": 0.7}))
+    clear_for_overwrite(overwrite, pipeline)
+    assert _files(pipeline) == sorted(kept)
+    # a single-stage run: its task's name is no table of its own (the user's supervised.md stays)
+    single = tmp_path / "single"
+    _write(single, kept + ["checkpoints/last.ckpt", "checkpoints/model.merged.pt"])
+    (single / "metrics.json").write_text(json.dumps({"task": "supervised", "test/acc": 0.7}))
+    clear_for_overwrite(overwrite, single)
+    assert _files(single) == sorted(kept)
+    # a checkpoints/ that is a link leads out of the run folder: what it holds besides *.ckpt is not emptied
+    elsewhere, linked = tmp_path / "elsewhere", tmp_path / "linked"
+    _write(elsewhere, ["mine.pt"])
+    linked.mkdir()
+    (linked / "checkpoints").symlink_to(elsewhere)
+    clear_for_overwrite(overwrite, linked)
+    assert _files(elsewhere) == ["mine.pt"]
+    clear_for_overwrite(OmegaConf.create({"overwrite": False, "resume": None}), pipeline / "pretrain")  # no-op
+    # a pipeline replacing a folder without a root metrics.json (its last run was killed): its own tables go too
+    killed = tmp_path / "killed"
+    _write(killed, ["transfer.md", "transfer.csv", "notes.md", "pretrain/checkpoints/last.ckpt"])
+    clear_for_overwrite(OmegaConf.create({"overwrite": True, "resume": None,
+                                          "task": {"name": "transfer", "stages": {"pretrain": {}}}}), killed)
+    assert _files(killed) == ["notes.md"]
+
+
+def test_overwrite_run_leaves_no_stale_export_or_table(tmp_path):
+    import json
+
+    from transferlab.analysis.runs import read_summary
+    from transferlab.runner.run import train
+
+    _write(tmp_path, ["checkpoints/last.ckpt", "checkpoints/last.merged.pt", "transfer.md", "transfer.csv",
+                      "pretrain/metrics.json", "pretrain/checkpoints/last.ckpt", "notes.md"])
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "transfer", "pretrain/test/acc": 0.5}))
+    train(compose_cfg(TINY + ["overwrite=true"], tmp_path))
+    files = _files(tmp_path)
+    assert "checkpoints/last.merged.pt" not in files and "transfer.md" not in files and "transfer.csv" not in files
+    assert not [f for f in files if f.startswith("pretrain/")]
+    assert {"checkpoints/last.ckpt", "metrics.json", "notes.md"} <= set(files)
+    assert read_summary(tmp_path)["task"] == "supervised"
+
+
+def test_torch_write_failure_is_one_line_naming_the_run_folder(tmp_path, monkeypatch, capsys):
+    from transferlab.runner.entry import report_user_errors, torch_write_failed
+    from transferlab.runner.run import train
+
+    if Path("/dev/full").exists():  # torch's own wording for a short write (guards the match against a new torch)
+        with pytest.raises(RuntimeError) as real:
+            torch.save({"w": torch.zeros(100_000)}, "/dev/full")
+        assert torch_write_failed(real.value) is not None
+    assert torch_write_failed(RuntimeError("some other runtime error")) is None
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SystemExit) as end:
+        report_user_errors(train)(compose_cfg(TINY, tmp_path))
+    assert end.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: disk full while writing {tmp_path} (PytorchStreamWriter failed writing file data/0: file "
+                   "write failed); free space or set hydra.run.dir elsewhere, then rerun with resume=auto")
+    assert not (tmp_path / ".lock").exists() and not list(tmp_path.rglob("*.tmp"))
+    with pytest.raises(RuntimeError, match="other"):  # any other RuntimeError keeps its traceback
+        report_user_errors(lambda: (_ for _ in ()).throw(RuntimeError("other")))()
+
+
+def test_an_unwritable_typed_run_or_sweep_folder_is_refused_before_hydra(tmp_path, monkeypatch, capsys):
+    from transferlab.errors import UserError
+    from transferlab.runner.run_folder import check_command_line_folder
+
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != readonly and real_access(p, mode, **kw))
+    check_command_line_folder([f"hydra.run.dir={tmp_path / 'fine' / 'run'}"])  # a writable parent: no error
+    with pytest.raises(UserError) as err:
+        check_command_line_folder([f"hydra.run.dir={readonly / 'a' / 'run'}"])
+    assert str(err.value) == (f"hydra.run.dir={readonly / 'a' / 'run'}: the folder {readonly} is not writable "
+                              "(read-only file system or no permission); pick a writable hydra.run.dir")
+    with pytest.raises(UserError, match=f"hydra.sweep.dir={readonly}: the folder {readonly} is not writable"):
+        check_command_line_folder(["-m", "seed=0,1", f"hydra.sweep.dir={readonly}"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=f"{tmp_path / 'file'} is a file, not a folder"):
+        check_command_line_folder([f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
+    # the train entry point refuses it before Hydra writes anything: one line, exit 2
+    from transferlab import train
+
+    monkeypatch.setattr(sys, "argv", ["train", *TINY, f"hydra.run.dir={readonly / 'run'}"])
+    with pytest.raises(SystemExit) as end:
+        train.main()
+    assert end.value.code == 2 and capsys.readouterr().err.startswith(f"error: hydra.run.dir={readonly / 'run'}: the")
+    assert not (readonly / "run").exists()
+
+
+def test_step_time_is_per_optimizer_step_and_leaves_out_checkpoint_saves(tmp_path, monkeypatch):
+    import json
+
+    from transferlab.callbacks.fault_tolerance import FaultTolerance
+    from transferlab.callbacks.step_stats import StepStats
+    from transferlab.runner.build import build_callbacks
+
+    cfg = compose_cfg(TINY + ["trainer.limit_train_batches=4", "trainer.accumulate_grad_batches=2",
+                              "callbacks.fault_tolerance.every_n_train_steps=1"], tmp_path)
+    assert next(iter(cfg.callbacks)) == "step_stats" and isinstance(build_callbacks(cfg)[0], StepStats)
+    timing_open, saves = [], []
+    save_at_step = FaultTolerance.on_train_batch_end
+
+    def spy(self, trainer, *args):
+        stats = next(cb for cb in trainer.callbacks if isinstance(cb, StepStats))
+        timing_open.append(stats._t0 is not None)  # StepStats still timing while the checkpoint is written?
+        saves.append(trainer.global_step)
+        save_at_step(self, trainer, *args)
+
+    monkeypatch.setattr(FaultTolerance, "on_train_batch_end", spy)
+    from transferlab.runner.run import train
+
+    train(cfg)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert saves == [0, 1, 1, 2] and timing_open == [False] * 4
+    assert m["steps"] == 2 and m["time/train_steps"] == 2 and m["time/step_ms"] > 0

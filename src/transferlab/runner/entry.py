@@ -59,16 +59,51 @@ def report_user_errors(fn):
             if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                 log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
                 raise
-            where = getattr(e, "filename", None) or "the run folder"
+            where = getattr(e, "filename", None) or _run_folder(args)
             what = "disk full" if e.errno != errno.EROFS else "read-only file system"
             print(f"error: {what} while writing {where} ({e.strerror}); free space or set hydra.run.dir elsewhere, "
                   "then rerun with resume=auto", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        except RuntimeError as e:
+            failed = torch_write_failed(e)
+            if failed is None:
+                log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+                raise
+            print(f"error: disk full while writing {_run_folder(args)} ({failed}); free space or set hydra.run.dir "
+                  "elsewhere, then rerun with resume=auto", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         except Exception as e:
             log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
             raise
 
     return wrapper
+
+
+def torch_write_failed(e: BaseException) -> str | None:
+    """torch.save's own message when its zip writer could not write (a full disk or quota: torch raises a
+    RuntimeError, not an OSError): `[enforce fail at inline_container.cc:N] . PytorchStreamWriter failed writing
+    file data/0: file write failed`, or `... unexpected pos 704 vs 598` (a short write to a path); else None."""
+    text = (str(e).splitlines() or [""])[0]
+    if not ("PytorchStreamWriter failed writing" in text or "file write failed" in text
+            or ("inline_container.cc" in text and "unexpected pos" in text)):
+        return None
+    return text.split("] . ", 1)[-1].strip() if text.startswith("[enforce fail") else text.strip()
+
+
+def _run_folder(args: tuple) -> str:
+    """The run folder of the job `report_user_errors` wraps: its config's `paths.output_dir`, else Hydra's."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if args and isinstance(args[0], DictConfig):
+        folder = OmegaConf.select(args[0], "paths.output_dir", default=None, throw_on_resolution_failure=False)
+        if folder:
+            return str(folder)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().runtime.output_dir)
+    except Exception:  # not under Hydra
+        return "the run folder"
 
 
 INTERRUPTED = {"by_user": False}

@@ -122,8 +122,9 @@ _hydra_before: dict[Path, dict[Path, str]] = {}
 
 def check_command_line_folder(args: list[str]) -> None:
     """Before Hydra writes `.hydra/` (or `multirun.yaml`): a `hydra.run.dir` (with -m, `hydra.sweep.dir`) typed on
-    the command line that holds a run is refused unless `resume=` or `overwrite=true` is typed too; a folder a live
-    run holds is refused always. With resume/overwrite, its `.hydra/` files are kept to put back on a refusal."""
+    the command line that cannot be written (`check_writable`) is refused; one that holds a run is refused unless
+    `resume=` or `overwrite=true` is typed too; a folder a live run holds is refused always. With resume/overwrite,
+    its `.hydra/` files are kept to put back on a refusal."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if not _rank_zero():  # a DDP child rank runs the same command line in its rank 0's (locked) folder
@@ -140,8 +141,12 @@ def check_command_line_folder(args: list[str]) -> None:
         if not o.is_sweep_override() and not o.is_delete():
             values[str(o.key_or_group).lstrip("+")] = str(o.value())
     multirun = "-m" in args or "--multirun" in args
-    folder = values.get("hydra.sweep.dir" if multirun else "hydra.run.dir")
-    if not folder or "${" in folder or not Path(folder).is_dir():
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = values.get(key)
+    if not folder or "${" in folder:
+        return
+    check_writable(key, Path(folder))
+    if not Path(folder).is_dir():
         return
     folder = Path(folder)
     outs = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")] if multirun else [folder]
@@ -162,6 +167,19 @@ def check_command_line_folder(args: list[str]) -> None:
         raise _holds_a_run(folder, found)
     for out in outs:
         _hydra_before[out.resolve()] = {p: p.read_text() for p in sorted((out / ".hydra").glob("*.yaml"))}
+
+
+def check_writable(key: str, folder: Path) -> None:
+    """Hydra creates `folder` (and `.hydra/` in it) before any job code: its nearest existing folder must let us write
+    (`os.access`; root passes permission bits, a read-only file system it does not)."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{key}={folder}: {existing} is a file, not a folder; pick another {key}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{key}={folder}: the folder {existing} is not writable (read-only file system or no "
+                        f"permission); pick a writable {key}")
 
 
 def _live_holder(out: Path) -> int | None:
@@ -269,10 +287,42 @@ def claim(cfg: DictConfig, out: Path, pipeline: bool = False) -> None:
     take_lock(out)
 
 
+def _pipeline_tables(out: Path) -> list[Path]:
+    """The old pipeline's `<task name>.md/.csv` (runner/pipeline.py): the name is its root metrics.json's `task`,
+    and it was a pipeline when that file holds results of a stage folder beside it (`<stage>/...` keys)."""
+    try:
+        stored = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return []
+    name = stored.get("task") if isinstance(stored, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        return []
+    stages = {str(k).split("/", 1)[0] for k in stored if "/" in str(k)}
+    if not any(Path(s).name == s and s not in (".", "..") and finished_files(out / s) for s in stages):
+        return []
+    return [out / f"{name}.md", out / f"{name}.csv"]
+
+
+def overwritten_files(out: Path) -> list[Path]:
+    """What `overwrite=true` removes: the run's record (`finished_files`), every file under the root's and the
+    stage folders' `checkpoints/` (exports, `.tmp` files), the pipeline's tables. Nothing else (the folder may
+    hold the user's own files); `.hydra/`, `.lock` and the log file stay."""
+    found = _pipeline_tables(out) + finished_files(out)
+    for folder in [out / "checkpoints", *sorted(out.glob("*/checkpoints"))]:
+        if not folder.is_dir() or folder.is_symlink():  # a link leads outside the run folder: not ours to empty
+            continue
+        for root, _dirs, files in os.walk(folder):  # does not follow links to folders
+            found += [Path(root) / f for f in sorted(files)]
+    return [p for p in dict.fromkeys(found) if p.is_file() or p.is_symlink()]
+
+
 def clear_for_overwrite(cfg: DictConfig, out: Path) -> None:
-    """`overwrite=true`, after validation passed: the old results and checkpoints go first, so a replaced run
-    that then fails leaves nothing stale (and Lightning writes no `best-v1.ckpt` beside the old one)."""
+    """`overwrite=true`, after validation passed: the old run's files (`overwritten_files`) go first, so a replaced
+    run that then fails or is killed leaves nothing stale beside its own files (and Lightning writes no
+    `best-v1.ckpt` beside the old one)."""
     if _rank_zero() and _get(cfg, "overwrite") is True and not _get(cfg, "resume"):
-        for old in finished_files(out):
+        name = _get(cfg, "task.name")
+        own = [out / f"{name}.md", out / f"{name}.csv"] if "stages" in (_get(cfg, "task") or {}) and name else []
+        for old in overwritten_files(out) + own:  # own: the tables this pipeline writes at its end (replaced anyway)
             old.unlink(missing_ok=True)
         hydra_files_replaced(out)
