@@ -13,9 +13,8 @@ compare reads run folders, not a config tree, so it does not start Hydra.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from transferlab.analysis.plots import plot
@@ -33,7 +32,7 @@ from transferlab.analysis.tables import (
     write_tables,
 )
 from transferlab.errors import UserError
-from transferlab.inference.output import NO_SPACE, NOT_WRITABLE, real_file
+from transferlab.inference.output import writing
 
 OPTIONS = ("metrics", "sort", "ascending", "x", "y", "out", "no_plot")
 
@@ -53,24 +52,6 @@ def flag_style(argv: Sequence[str]) -> list[str]:
         else:
             out += [f"--{key}", value]
     return [a for a in out if a]
-
-
-class OutputNotWritable(UserError):
-    """The output folder (`out=`) is full, read-only or not ours to write."""
-
-
-@contextlib.contextmanager
-def writing(target: Path) -> Iterator[None]:
-    """A full disk or an unwritable output folder while writing `target`: one line naming the file (not its
-    hidden `.NAME.PID.tmp`). Every file is written atomically (utils/io.py): a failed write leaves the old file or none."""
-    try:
-        yield
-    except OSError as e:
-        what = NO_SPACE.get(e.errno) or NOT_WRITABLE.get(e.errno)
-        if what is None:
-            raise
-        hint = "free space there" if e.errno in NO_SPACE else "make that folder writable"
-        raise OutputNotWritable(f"{what} while writing {real_file(e.filename, target)}: {hint} or choose another out=") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

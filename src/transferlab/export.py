@@ -68,7 +68,7 @@ def export(ckpt_path: str, allowed_targets: list[str], out: str | None = None, p
     if preprocessing is None and hasattr(restored.datamodule, "preprocessing"):
         preprocessing = restored.datamodule.preprocessing()
     payload = merged_payload(restored.task.eval(), restored.config, preprocessing)
-    with writing(target, out), atomic_open(target, "wb") as f:
+    with writing(target, f"out={out or 'null'}"), atomic_open(target, "wb") as f:
         torch.save(payload, f)
     return target
 
@@ -90,7 +90,7 @@ def export_portable(ckpt_path: str, allowed_targets: list[str], target: Path, ou
     require_classifier(restored)
     pre = Preprocessor(restored.preprocessing)
     model = portable_classifier(restored.task)
-    with writing(target, out):
+    with writing(target, f"out={out or 'null'}"):
         write_program(format, model, example_input(pre), target)
         write_description(restored, pre, format, target)
     return target

@@ -28,7 +28,7 @@ def predict(cfg: DictConfig) -> tuple[Path, int]:
     predictor = restore_predictor(cfg.ckpt_path, list(cfg.allowed_targets), cfg.get("pretrained"), str(cfg.device),
                                   cfg.get("text_column"))
     batches = read_batches(cfg.input, int(cfg.batch_size), cfg.get("id_column"))
-    with writing(out, str(cfg.out)):
+    with writing(out, f"out={cfg.out}"):
         n = write_predictions(predictor, batches, out, int(cfg.top_k), bool(cfg.all_probabilities),
                               total=count_items(cfg.input), progress=bool(cfg.progress))
     return out, n

@@ -50,10 +50,10 @@ def check_out(target: Path, overwrite: bool, out: str | None) -> None:
 
 
 @contextlib.contextmanager
-def writing(target: Path, out: str | None) -> Iterator[None]:
+def writing(target: Path, key: str | None = None) -> Iterator[None]:
     """A full disk or a read-only/unwritable folder while writing `target` (or a file beside it): one line naming
-    `out` and the file (runner/entry.py's generic message names the hidden temporary file and advises
-    hydra.run.dir / resume=auto, which a file named by `out=` has nothing to do with)."""
+    the file (not its hidden `.NAME.PID.tmp`) and the setting that chose it (`key`, e.g. `out=preds.csv`);
+    runner/entry.py's generic message advises hydra.run.dir / resume=auto, which an `out=` file has nothing to do with."""
     try:
         yield
     except OSError as e:
@@ -61,8 +61,8 @@ def writing(target: Path, out: str | None) -> Iterator[None]:
         if what is None:
             raise
         hint = "free space there" if e.errno in NO_SPACE else "make that folder writable"
-        key = f"out={out}" if out else "out=null"
-        raise UserError(f"{what} while writing {real_file(e.filename, target)} ({key}): {hint} or choose another out="
+        where = f" ({key})" if key else ""
+        raise UserError(f"{what} while writing {real_file(e.filename, target)}{where}: {hint} or choose another out="
                         ) from None
 
 
