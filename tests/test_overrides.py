@@ -85,3 +85,48 @@ def test_data_that_needs_another_model_is_a_preflight_error(overrides, fits, tmp
     with pytest.raises(ConfigError, match=rf"data=\w+ is (text|tabular) data, which model=\w+ cannot read: use {fits}"):
         validate(compose_cfg(overrides + ["task=supervised"], tmp_path))
     assert validate(compose_cfg(["data=bbc_news", "model=transformer", "task=supervised"], tmp_path)) is None
+
+
+# -- overrides that were accepted and then ignored (audit): now refused in one line, or doing what they say --
+
+@pytest.mark.parametrize("overrides,key,expected", [
+    (["task=supervised", "compile=no"], "compile", "true or false"),
+    (["task=finetune", "task.save_adapter=off"], "task.save_adapter", "true or false"),
+    (["task=supervised", "trainer.enable_progress_bar=no"], "trainer.enable_progress_bar", "true or false"),
+    (["task=supervised", "task.monitor=val/loss"], "task.monitor_mode", "'min' for task.monitor=val/loss"),
+    (["task=supervised", "task.monitor=val/loss", "task.monitor_mode=min", "data.labels_per_class=5", "data.fraction=0.5"],
+     "data.fraction", "null when data.labels_per_class is set"),
+    (["resume=outputs/some/checkpoints/last.ckpt"], "resume", "auto or null for the pipeline task=transfer"),
+    (["ckpt_path=outputs/some/checkpoints/last.ckpt"], "ckpt_path", "auto or null for the pipeline task=transfer"),
+])
+def test_an_override_that_would_be_ignored_is_refused(tmp_path, overrides, key, expected):
+    from transferlab.config.validate import validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(overrides, tmp_path))
+    assert err.value.key == key and expected in str(err.value) and "\n" not in str(err.value), err.value
+
+
+def test_a_new_root_task_key_on_a_pipeline_is_refused_and_a_stage_key_is_the_way(tmp_path):
+    from transferlab.config.validate import check_pipeline_root
+
+    typed = ["+task.label_smoothing=0.3"]
+    with pytest.raises(ConfigError, match=r"task.label_smoothing=0.3 is invalid: a key of one stage.*"
+                                          r"task.stages.<stage>.task.label_smoothing=\.\.\. \(stages: pretrain, finetune"):
+        check_pipeline_root(compose_cfg(typed, tmp_path), typed)
+    check_pipeline_root(compose_cfg(["+task.source.fraction=0.5"], tmp_path), ["+task.source.fraction=0.5"])  # an existing node
+    stage = stage_config(compose_cfg(["task.stages.finetune.task.label_smoothing=0.3"], tmp_path), "finetune", tmp_path)
+    assert stage.task.label_smoothing == 0.3
+
+
+def test_warmup_steps_zero_means_no_warmup_and_null_means_the_fraction():
+    import torch
+
+    from transferlab.tasks.optim import warmup_cosine, warmup_steps_of
+
+    assert warmup_steps_of(200, None, 0.05) == 10
+    assert warmup_steps_of(200, 0, 0.05) == 0  # was 10: 0 read as "unset"
+    assert warmup_steps_of(200, 7, 0.05) == 7
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert isinstance(warmup_cosine(opt, 200, warmup_steps=0, warmup_fraction=0.05), torch.optim.lr_scheduler.LambdaLR)
+    assert opt.param_groups[0]["lr"] == 1.0  # no warm-up: the first step runs at the full lr

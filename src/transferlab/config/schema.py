@@ -168,7 +168,7 @@ SCHEMA: dict[str, Rule] = {
     "optimizer.momentum": unit(),
     "optimizer.betas": Rule("list", item=unit()),  # and exactly two (check_schema)
     "optimizer.layer_decay": Rule("number", lo=0, hi=1, lo_open=True, optional=True),
-    "scheduler.warmup_steps": non_negative_int(),
+    "scheduler.warmup_steps": non_negative_int(optional=True),  # null: warmup_fraction of the steps
     "scheduler.warmup_fraction": unit(),
     "scheduler.min_lr_ratio": unit(hi_open=False),
     # trainer
@@ -193,6 +193,20 @@ SCHEMA: dict[str, Rule] = {
     "callbacks.model_checkpoint.save_top_k": Rule("int", lo=-1),
     "callbacks.early_stopping.patience": non_negative_int(),
 }
+# switches: `no`, `off` or `False ` typed for one is a string, and a string is true where code tests it
+BOOL_KEYS = (
+    "compile", "train", "test", "model.pretrained", "optimizer.nesterov", "data.tokenizer.lowercase",
+    "peft.use_dora", "peft.use_rslora", "task.gather_negatives", "task.mlm.tie_weights", "task.norm_pix_loss",
+    "task.projection.batch_norm", "task.save_adapter", "task.tie_weights", "task.probe.enabled",
+    "task.probe.knn.enabled", "task.probe.linear.enabled", "extras.enforce_tags", "extras.ignore_warnings",
+    "extras.print_config", "callbacks.fault_tolerance.atomic_checkpoints", "callbacks.fault_tolerance.check_finite",
+    "callbacks.fault_tolerance.restore_rng", "callbacks.fault_tolerance.save_on_sigterm",
+    "callbacks.model_checkpoint.auto_insert_metric_name", "callbacks.model_checkpoint.enable_version_counter",
+    "callbacks.model_checkpoint.save_weights_only", "callbacks.progress_bar.leave", "trainer.benchmark",
+    "trainer.detect_anomaly", "trainer.enable_checkpointing", "trainer.enable_model_summary",
+    "trainer.enable_progress_bar", "trainer.sync_batchnorm", "trainer.use_distributed_sampler",
+)
+SCHEMA.update({key: Rule("bool") for key in BOOL_KEYS if key not in SCHEMA})
 
 
 def check_schema(cfg: DictConfig, schema: dict[str, Rule] = SCHEMA) -> None:
@@ -213,3 +227,26 @@ def check_schema(cfg: DictConfig, schema: dict[str, Rule] = SCHEMA) -> None:
             raise ConfigError(key, value, "a fraction in (0, 1] or a whole number of batches")
         if not _ok(rule, value):
             raise ConfigError(key, value, rule.describe())
+    check_combinations(cfg)
+
+
+# a monitored metric's direction: a loss-like one is minimised, an accuracy-like one maximised
+LOSS_LIKE = ("loss", "nll", "ece", "perplexity")
+SCORE_LIKE = ("acc", "f1", "auroc", "mean_acc")
+
+
+def check_combinations(cfg: DictConfig) -> None:
+    """Keys that are each valid but together would make one of them do nothing (or the opposite)."""
+    monitor = OmegaConf.select(cfg, "task.monitor", default=None)
+    mode = OmegaConf.select(cfg, "task.monitor_mode", default=None)
+    if isinstance(monitor, str) and mode in ("min", "max"):
+        last = monitor.rsplit("/", 1)[-1]
+        want = "min" if last.endswith(LOSS_LIKE) else "max" if last.endswith(SCORE_LIKE) else None
+        if want and want != mode:
+            raise ConfigError("task.monitor_mode", mode, f"'{want}' for task.monitor={monitor} (best.ckpt, early stopping "
+                              f"and task.handoff=best would pick the {'worst' if want == 'min' else 'lowest'} epoch); "
+                              f"set task.monitor_mode={want}")
+    fraction = OmegaConf.select(cfg, "data.fraction", default=None)
+    if OmegaConf.select(cfg, "data.labels_per_class", default=None) is not None and fraction not in (None, 1, 1.0):
+        raise ConfigError("data.fraction", fraction, "null when data.labels_per_class is set (the k-shot subset is "
+                          "taken from all training examples; fraction would be ignored)")

@@ -324,8 +324,31 @@ def validate_targets(cfg: DictConfig, pipeline_stage: bool = False) -> None:
     check_gpu_devices(cfg)
 
 
+def check_pipeline_root(cfg: DictConfig, overrides: list[str] | None = None) -> None:
+    """What a pipeline would drop: a new root `task.KEY` (each stage's own `task` replaces the root's) and a
+    checkpoint file to resume (every stage would load it: only `resume=auto`, per stage, fits a pipeline)."""
+    from transferlab.config.stages import command_line, is_pipeline
+
+    if not is_pipeline(cfg):
+        return
+    for key in ("resume", "ckpt_path"):
+        value = cfg.get(key)
+        if value not in (None, "auto") and not (key == "resume" and value == ""):
+            raise ConfigError(key, value, f"auto or null for the pipeline task={cfg.task.name} (every stage would load "
+                              "that one checkpoint); to test a stage's checkpoint use python -m transferlab.eval")
+    for override in command_line() if overrides is None else overrides:
+        key = override.split("=", 1)[0]
+        if key.startswith("+task.") and "." not in key[len("+task."):]:
+            name = key[len("+task."):]
+            stages = ", ".join(str(s) for s in cfg.task.stages)
+            raise ConfigError(f"task.{name}", cfg.task.get(name), f"a key of one stage: task={cfg.task.name} is a "
+                              f"pipeline whose stages each have their own task, so a root task.{name} reaches none; "
+                              f"set task.stages.<stage>.task.{name}=... (stages: {stages})")
+
+
 def validate(cfg: DictConfig) -> None:
     """Validate a single-stage config, or every stage of a pipeline, each pass over all stages."""
+    check_pipeline_root(cfg)
     try:
         stages = list(expand_stages(cfg))
     except OmegaConfBaseException as e:

@@ -68,14 +68,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], total
     return {"scheduler": factory(optimizer, **cfg), "interval": "step"}
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int | None = None,
                   warmup_fraction: float = 0.0, min_lr_ratio: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
     """Linear warm-up, then cosine decay to `min_lr_ratio` x each group's lr (torch's LinearLR + LambdaLR).
 
     torch's CosineAnnealingLR takes one absolute `eta_min` for every group; with layer-wise lr decay the
     floor must be relative to each group's own lr, hence the LambdaLR.
     """
-    warmup = warmup_steps or int(warmup_fraction * total_steps)
+    warmup = warmup_steps_of(total_steps, warmup_steps, warmup_fraction)
     span = max(1, total_steps - warmup)
 
     def cosine(step: int) -> float:
@@ -86,11 +86,16 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
     return _with_warmup(optimizer, decay, warmup)
 
 
-def warmup_constant(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+def warmup_constant(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int | None = None,
                     warmup_fraction: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
     """Linear warm-up, then each group's lr unchanged."""
-    warmup = warmup_steps or int(warmup_fraction * total_steps)
+    warmup = warmup_steps_of(total_steps, warmup_steps, warmup_fraction)
     return _with_warmup(optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), warmup)
+
+
+def warmup_steps_of(total_steps: int, warmup_steps: int | None, warmup_fraction: float) -> int:
+    """`warmup_steps` when set (0 = no warm-up), else `warmup_fraction` of the run's steps."""
+    return int(warmup_fraction * total_steps) if warmup_steps is None else int(warmup_steps)
 
 
 def _with_warmup(optimizer, after, warmup: int):
