@@ -130,3 +130,24 @@ def test_warmup_steps_zero_means_no_warmup_and_null_means_the_fraction():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     assert isinstance(warmup_cosine(opt, 200, warmup_steps=0, warmup_fraction=0.05), torch.optim.lr_scheduler.LambdaLR)
     assert opt.param_groups[0]["lr"] == 1.0  # no warm-up: the first step runs at the full lr
+
+
+def test_a_debug_preset_reaches_every_stage_of_a_pipeline(tmp_path, monkeypatch):
+    """`debug=fast` sets trainer.max_epochs=1 in a config file: it beats the stages' own epochs like a typed override."""
+    from types import SimpleNamespace
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import transferlab.utils.hydra as hydra_utils
+    from conftest import CONF
+
+    cfg = compose_cfg(["debug=fast"], tmp_path)
+    assert stage_config(cfg, "pretrain", tmp_path, overrides=[]).trainer.max_epochs == 15  # without the preset known
+    running = SimpleNamespace(runtime=SimpleNamespace(choices={"debug": "fast"}), overrides=SimpleNamespace(task=[]))
+    monkeypatch.setattr(hydra_utils, "hydra_config", lambda: running)
+    monkeypatch.setattr("transferlab.config.stages.command_line", lambda: ["debug=fast"])
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        epochs = {name: stage_config(cfg, name, tmp_path).trainer.max_epochs for name in cfg.task.stages}
+    assert epochs == {"pretrain": 1, "finetune": 1, "linear_probe": 1, "scratch": 1}

@@ -39,6 +39,29 @@ def command_line() -> list[str]:
     return task_overrides()
 
 
+def debug_keys() -> set[str]:
+    """The `trainer.*`/`optimizer.*`/`data.*` keys a `debug=` option sets (lightning-hydra-template's presets):
+    forced like typed overrides, so on a pipeline `debug=fast`'s one epoch beats the stages' own epochs, as it
+    does on a single stage. Empty outside a Hydra app or without `debug=`."""
+    from transferlab.utils.hydra import hydra_config
+
+    hc = hydra_config()
+    choice = hc.runtime.choices.get("debug") if hc is not None else None
+    if not choice:
+        return set()
+    from hydra import compose
+
+    node = OmegaConf.to_container(compose(config_name=f"debug/{choice}"), resolve=False)
+    return {f"{group}.{key}" for group in FOLLOW_COMMAND_LINE for key in _flat_keys(node.get(group) or {})}
+
+
+def _flat_keys(node: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        keys += _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return keys
+
+
 def _given_keys(overrides: list[str]) -> set[str]:
     keys = set()
     for line in overrides:
@@ -98,7 +121,8 @@ def stage_config(cfg: DictConfig, name: str, out: Path, overrides: list[str] | N
         if key in stage:
             root[key] = stage.pop(key)
     new = OmegaConf.merge(OmegaConf.create(root), OmegaConf.create(stage))
-    apply_command_line(cfg, name, new, stage, _given_keys(command_line() if overrides is None else overrides))
+    given = _given_keys(command_line()) | debug_keys() if overrides is None else _given_keys(overrides)
+    apply_command_line(cfg, name, new, stage, given)
     new.paths.output_dir = str(out / name)
     if init_from:
         new.task.pretrained = str(out / init_from / "checkpoints" / f"{handoff(cfg)}.ckpt")
