@@ -136,11 +136,11 @@ def test_a_debug_preset_reaches_every_stage_of_a_pipeline(tmp_path, monkeypatch)
     """`debug=fast` sets trainer.max_epochs=1 in a config file: it beats the stages' own epochs like a typed override."""
     from types import SimpleNamespace
 
+    from conftest import CONF
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     import transferlab.utils.hydra as hydra_utils
-    from conftest import CONF
 
     cfg = compose_cfg(["debug=fast"], tmp_path)
     assert stage_config(cfg, "pretrain", tmp_path, overrides=[]).trainer.max_epochs == 15  # without the preset known
