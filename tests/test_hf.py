@@ -141,6 +141,11 @@ def test_pretrained_local_folder_loads_weights_and_its_tokenizer(text_csv, tmp_p
     for name, tensor in saved.state_dict().items():
         if not name.startswith("pooler."):
             assert torch.equal(got[name], tensor), name
+    # the random config's keys do nothing with name_or_path: typed, they are refused (the folder's config.json rules)
+    cfg = compose_cfg(["task=finetune", "model=hf", f"model.name_or_path={folder}", "model.pretrained=true",
+                       "model.num_layers=6", *data(text_csv)], tmp_path / "run2")
+    with pytest.raises(ConfigError, match=r"model.num_layers=6 is invalid: its default 2 with model.name_or_path"):
+        build_backbone(cfg, dm.spec)
 
 
 def test_missing_weights_or_config_is_a_clear_error(text_csv, tmp_path):

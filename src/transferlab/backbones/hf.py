@@ -53,6 +53,14 @@ class HFBackbone(Backbone):
         if not self.is_text and len(self.input_shape) != 3:
             raise ConfigError("model", "hf", f"text token ids or images (C, H, W); this data has inputs of shape {self.input_shape}")
         self.pad_id = pad_id
+        if name_or_path:  # the architecture is name_or_path's config.json: the random config's keys would do nothing
+            arch = dict(model_type=model_type, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                        intermediate_size=intermediate_size)
+            for key, value in arch.items():
+                if value != RANDOM_CONFIG_DEFAULTS[key]:
+                    raise ConfigError(f"model.{key}", value, f"its default {RANDOM_CONFIG_DEFAULTS[key]!r} with model.name_or_path "
+                                      f"(the architecture is {name_or_path}'s config.json; change one of its keys with "
+                                      "model.config={key: value})")
         self.model = _build_model(self.input_shape, name_or_path, pretrained, model_type, hidden_size, num_layers,
                                   num_heads, intermediate_size, dict(config or {}), vocab_size, pad_id)
         if getattr(self.model, "pooler", None) is not None:
@@ -113,6 +121,10 @@ class HFBackbone(Backbone):
             last = (mask.sum(1) - 1).clamp_min(0)
             return h[torch.arange(h.shape[0], device=h.device), last]
         return masked_mean(h, mask)
+
+
+# the random config's keys (HFBackbone's defaults, conf/model/hf.yaml): used only when name_or_path is null
+RANDOM_CONFIG_DEFAULTS = {"model_type": "bert", "hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128}
 
 
 def _build_model(input_shape: tuple[int, ...], name_or_path: str | None, pretrained: bool, model_type: str,

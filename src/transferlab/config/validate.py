@@ -109,6 +109,13 @@ def check_root_typos(cfg: DictConfig) -> None:
     from transferlab.config.schema import SCHEMA
 
     known = {k for k in SCHEMA if "." not in k} | set(TARGET_GROUPS) | {"callbacks", "logger", "paths"}
+    # a group key typed at the root (`+max_epochs=3`, `+lr=0.1`) is a new root key no code reads
+    leaves: dict[str, list[str]] = {}
+    for full in SCHEMA:
+        if full.count(".") == 1:
+            leaves.setdefault(full.split(".", 1)[1], []).append(full)
+    for alias, full in (("epochs", "trainer.max_epochs"), ("learning_rate", "optimizer.lr"), ("random_seed", "seed")):
+        leaves.setdefault(alias, []).append(full)
     for key in cfg.keys():
         key = str(key)
         if key in known:
@@ -116,6 +123,10 @@ def check_root_typos(cfg: DictConfig) -> None:
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.85)
         if close:
             raise ConfigError(key, cfg.get(key), f"not a config key: did you mean '{close[0]}'?")
+        near = difflib.get_close_matches(key, sorted(leaves), n=1, cutoff=0.85)
+        if near:
+            raise ConfigError(key, cfg.get(key), f"not a root config key (no code reads it): did you mean "
+                              f"{' or '.join(repr(k) for k in leaves[near[0]])}?")
 
 
 def validate_config_only(cfg: DictConfig) -> None:
