@@ -101,6 +101,7 @@ def test_data_that_needs_another_model_is_a_preflight_error(overrides, fits, tmp
     (["task=supervised", "+max_epochs=3"], "max_epochs", "not a root config key (no code reads it): did you mean 'trainer.max_epochs'?"),
     (["task=supervised", "+lr=0.1"], "lr", "did you mean 'optimizer.lr'?"),
     (["task=supervised", "+epochs=3"], "epochs", "did you mean 'trainer.max_epochs'?"),
+    (["callbacks=none"], "callbacks", "a model_checkpoint for the pipeline task=transfer: stages finetune, linear_probe"),
 ])
 def test_an_override_that_would_be_ignored_is_refused(tmp_path, overrides, key, expected):
     from transferlab.config.validate import validate

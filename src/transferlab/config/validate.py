@@ -347,6 +347,11 @@ def check_pipeline_root(cfg: DictConfig, overrides: list[str] | None = None) -> 
         if value not in (None, "auto") and not (key == "resume" and value == ""):
             raise ConfigError(key, value, f"auto or null for the pipeline task={cfg.task.name} (every stage would load "
                               "that one checkpoint); to test a stage's checkpoint use python -m transferlab.eval")
+    handed = [str(n) for n in cfg.task.stages if OmegaConf.select(cfg.task.stages[n], "init_from", default=None)]
+    if handed and not (cfg.get("callbacks") or {}).get("model_checkpoint"):
+        raise ConfigError("callbacks", "none",
+                          f"a model_checkpoint for the pipeline task={cfg.task.name}: stages {', '.join(handed)} start from "
+                          "another stage's checkpoints/last.ckpt (callbacks=none writes none); keep callbacks=default")
     for override in command_line() if overrides is None else overrides:
         key = override.split("=", 1)[0]
         if key.startswith("+task.") and "." not in key[len("+task."):]:

@@ -215,7 +215,7 @@ def check_resume_matches(cfg: DictConfig, out: Path) -> None:
     """The checkpoint `resume` names is a readable training checkpoint of the same experiment: for
     `resume=auto` the same seed, model, data, task and peft; for an explicit file the same model (its
     weights must fit). `resume_force=true` skips the comparison (never the readability check)."""
-    resume = cfg.get("resume")
+    resume = cfg.get("resume") or cfg.get("ckpt_path")  # ckpt_path: lightning-hydra-template's name for it
     if not resume:
         return
     from transferlab.errors import CheckpointError
