@@ -154,6 +154,15 @@ def test_bad_override_is_one_line(tmp_path, overrides, expected):
         assert fragment in line, line
 
 
+def test_a_group_set_to_null_is_one_line_saying_how_to_leave_it_out(tmp_path, monkeypatch):
+    from transferlab.runner.entry import hydra_error_line
+
+    monkeypatch.setattr(sys, "argv", ["train", "task=supervised", "logger=null"])
+    with pytest.raises(ValueError) as err:  # Hydra's own: "Config group override must be a string or a list"
+        compose_cfg(["task=supervised", "logger=null"], tmp_path)
+    assert hydra_error_line(err.value) == "logger=null: a config group takes an option name; to leave the group out type ~logger"
+
+
 # -- checkpoints ----------------------------------------------------------------------------------
 
 def _mlp(**kw):

@@ -180,6 +180,11 @@ def hydra_error_line(ex: BaseException) -> str | None:
         OmegaConfBaseException,
     )
 
+    if isinstance(ex, ValueError) and "Config group override must be a string" in str(ex):
+        typed = [a.split("=", 1)[0] for a in sys.argv[1:] if a.endswith("=null") and "." not in a.split("=", 1)[0]]
+        group = typed[0] if typed else "GROUP"
+        return (f"{group}=null: a config group takes an option name; to leave the group out type ~{group}"
+                f"{' (callbacks=none also works)' if group == 'callbacks' else ''}")
     if isinstance(ex, OverrideParseException):
         return f"override {ex.override!r} is not valid override syntax ({ex.message.splitlines()[0]}); " \
                "write key=value, group=option, +new_key=value, or for sweeps key=a,b"
