@@ -106,8 +106,8 @@ def command_line_allowed(overrides: list) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*allowed, *extra]))
 
 
-def check_command_line(args: list[str]) -> None:
-    """Raise a UserError for the first override that must not reach Hydra."""
+def typed_overrides(args: list[str]) -> list[tuple[str, Any]]:
+    """(argument, Hydra's parsed Override) for each `key=value` on a command line, before Hydra starts."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -119,6 +119,12 @@ def check_command_line(args: list[str]) -> None:
             parsed.append((arg, parser.parse_overrides([arg])[0]))
         except Exception:  # Hydra reports syntax errors itself, in one line (runner/entry.py)
             continue
+    return parsed
+
+
+def check_command_line(args: list[str]) -> None:
+    """Raise a UserError for the first override that must not reach Hydra."""
+    parsed = typed_overrides(args)
     allowed = command_line_allowed([o for _, o in parsed])
     for arg, o in parsed:
         if o.is_delete():

@@ -59,24 +59,22 @@ def report_user_errors(fn):
             if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                 log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
                 raise
-            where = getattr(e, "filename", None) or _run_folder(args)
             what = "disk full" if e.errno != errno.EROFS else "read-only file system"
-            print(f"error: {what} while writing {where} ({e.strerror}); free space or set hydra.run.dir elsewhere, "
-                  "then rerun with resume=auto", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-        except RuntimeError as e:
-            failed = torch_write_failed(e)
+            _exit_write_failed(what, getattr(e, "filename", None) or _run_folder(args), e.strerror)
+        except Exception as e:
+            failed = torch_write_failed(e) if isinstance(e, RuntimeError) else None  # torch.save's full disk
             if failed is None:
                 log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
                 raise
-            print(f"error: disk full while writing {_run_folder(args)} ({failed}); free space or set hydra.run.dir "
-                  "elsewhere, then rerun with resume=auto", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-        except Exception as e:
-            log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
-            raise
+            _exit_write_failed("disk full", _run_folder(args), failed)
 
     return wrapper
+
+
+def _exit_write_failed(what: str, where: str, detail: str) -> None:
+    print(f"error: {what} while writing {where} ({detail}); free space or set hydra.run.dir elsewhere, "
+          "then rerun with resume=auto", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
 
 
 def torch_write_failed(e: BaseException) -> str | None:

@@ -125,21 +125,12 @@ def check_command_line_folder(args: list[str]) -> None:
     the command line that cannot be written (`check_writable`) is refused; one that holds a run is refused unless
     `resume=` or `overwrite=true` is typed too; a folder a live run holds is refused always. With resume/overwrite,
     its `.hydra/` files are kept to put back on a refusal."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from transferlab.runner.cli_guard import typed_overrides
 
     if not _rank_zero():  # a DDP child rank runs the same command line in its rank 0's (locked) folder
         return
-    values: dict[str, str] = {}
-    parser = OverridesParser.create()
-    for arg in args:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        try:
-            o = parser.parse_overrides([arg])[0]
-        except Exception:  # Hydra reports syntax errors itself
-            continue
-        if not o.is_sweep_override() and not o.is_delete():
-            values[str(o.key_or_group).lstrip("+")] = str(o.value())
+    values = {str(o.key_or_group).lstrip("+"): str(o.value()) for _, o in typed_overrides(args)
+              if not o.is_sweep_override() and not o.is_delete()}
     multirun = "-m" in args or "--multirun" in args
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     folder = values.get(key)

@@ -81,8 +81,9 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
         if ckpt_path:
             log.info("resuming from %s", ckpt_path)
             keep_logs_for_resume(trainer)
-        if hydra_job_dir():
-            hydra_files_replaced(Path(hydra_job_dir()))  # this command writes into the folder from here on
+        job = hydra_job_dir()
+        if job:
+            hydra_files_replaced(Path(job))  # this command writes into the folder from here on
         fit_start = time.perf_counter()
         trains = bool(cfg.get("train", True))  # train=false: no fit, test the checkpoint (or the initial weights)
         try:
