@@ -277,3 +277,10 @@ def test_a_full_disk_leaves_the_old_plot_and_says_so_in_one_line(sweep, tmp_path
     assert capsys.readouterr().err == expected.format(out=out) + "\n"
     assert (out / "compare.png").read_bytes() == before  # whole: the new one never replaced it
     assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.md", "compare.png", "compare_seeds.csv"]
+
+
+def test_plot_labels_show_overrides_and_the_all_runs_bar_is_runs():
+    from transferlab.analysis.plots import _short_label
+
+    assert _short_label("runs") == "runs"  # one group (only the seed varies): was drawn as "runs="
+    assert _short_label("peft=lora, optimizer.lr=0.001") == "peft=lora, optimizer.lr=0.001"

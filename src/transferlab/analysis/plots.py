@@ -84,6 +84,6 @@ def _short_label(label: str, limit: int = 48) -> str:
     """A legend entry: its overrides with long values (paths) shortened, at most `limit` characters."""
     from transferlab.analysis.tables import short_value
 
-    parts = [f"{k}={short_value(v, 20)}" for k, _, v in (p.partition("=") for p in label.split(", "))]
+    parts = [f"{k}={short_value(v, 20)}" if sep else k for k, sep, v in (p.partition("=") for p in label.split(", "))]
     text = ", ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
