@@ -171,3 +171,28 @@ def test_eval_cli_leaves_a_training_run_folder_alone(pretrained, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(run) in lines[0], lines
     assert "pick another hydra.run.dir" in lines[0]
     assert {p: v for p, v in _files(run).items() if p.name != "eval.log"} == before
+
+
+def test_train_metrics_updated_in_blocks_equal_per_batch_updates(tmp_path, monkeypatch):
+    """ClassifierTask updates train/acc, f1 and loss once every TRAIN_METRIC_BATCHES batches: the numbers must be
+    those of one update per batch (epochs of 7 batches with blocks of 3: two full blocks and the epoch's rest)."""
+    import csv
+
+    from transferlab.tasks import classifier
+
+    def train_rows(folder: Path) -> list[tuple[float, float, float]]:
+        with open(folder / "csv" / "metrics.csv") as f:
+            return [tuple(float(r[k]) for k in ("train/acc", "train/f1", "train/loss"))
+                    for r in csv.DictReader(f) if r.get("train/acc")]
+
+    few = ["task=supervised", "data=digits", "trainer.max_epochs=2", "trainer.limit_train_batches=7",
+           "task.label_smoothing=0.1"]
+    monkeypatch.setattr(classifier, "TRAIN_METRIC_BATCHES", 3)
+    _run(tmp_path / "blocks", few)
+    monkeypatch.setattr(classifier, "TRAIN_METRIC_BATCHES", 1)
+    _run(tmp_path / "each", few)
+    blocks, each = train_rows(tmp_path / "blocks"), train_rows(tmp_path / "each")
+    assert len(blocks) == len(each) == 2
+    for (acc, f1, loss), (acc1, f11, loss1) in zip(blocks, each):
+        assert (acc, f1) == (acc1, f11) and 0 < acc < 1
+        assert loss == pytest.approx(loss1, rel=1e-6) and loss > 0

@@ -188,15 +188,54 @@ def test_trainer_mps_selects_apple_gpus_and_refuses_other_machines(tmp_path):
             check_mps(cfg)
 
 
-def test_progress_bar_shows_the_train_loss_and_the_monitored_metric_only():
+def test_progress_bar_shows_the_train_loss_and_the_monitored_metric_only(monkeypatch):
     from types import SimpleNamespace
+
+    import torch
+    from pytorch_lightning.callbacks import RichProgressBar
 
     from transferlab.callbacks.progress import ProgressBar
 
-    trainer = SimpleNamespace(loggers=[], progress_bar_metrics={"train/loss_step": 0.7, "val/acc": 0.5, "val/f1": 0.4,
-                                                                 "val/loss": 1.2})
-    assert ProgressBar(monitor="val/acc").get_metrics(trainer, None) == {"train/loss": 0.7, "val/acc": 0.5}
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", lambda *a: None)
+    trainer = SimpleNamespace(loggers=[], progress_bar_metrics={"val/acc": 0.5, "val/f1": 0.4, "val/loss": 1.2},
+                              max_epochs=1, max_steps=-1, num_training_batches=8, global_step=0)
+    bar = ProgressBar(monitor="val/acc")
+    bar._trainer = trainer
+    assert bar.get_metrics(trainer, None) == {"val/acc": 0.5}  # no step drawn yet: no loss to show
+    # the loss training_step returned, not Lightning's `loss` (divided by accumulate_grad_batches)
+    bar.on_train_batch_end(trainer, None, {"loss": torch.tensor(0.35), "loss_step": torch.tensor(0.7)}, None, 0)
+    assert bar.get_metrics(trainer, None) == {"train/loss": pytest.approx(0.7), "val/acc": 0.5}
     assert compose_cfg(TINY).callbacks.progress_bar.monitor == "val/acc"  # task.monitor
+
+
+def test_step_loss_is_logged_only_where_lightning_writes_it_and_the_csv_is_unchanged(tmp_path, monkeypatch):
+    """tasks/base.py logs `train/loss_step` only on the steps Lightning's logger connector writes; the CSV must
+    equal the one from logging it on every step (fails loudly if Lightning changes when it writes)."""
+    import csv
+
+    import pytorch_lightning as pl
+
+    from transferlab.tasks.base import BaseTask
+
+    def losses(folder):
+        with open(folder / "csv" / "metrics.csv") as f:
+            return [(r["step"], r["train/loss_step"]) for r in csv.DictReader(f) if r.get("train/loss_step")]
+
+    logged = []
+    monkeypatch.setattr(pl.LightningModule, "log", lambda self, name, *a, _log=pl.LightningModule.log, **k: (
+        logged.append(name), _log(self, name, *a, **k))[1])
+    few = ["trainer.max_epochs=2", "trainer.limit_train_batches=7", "trainer.limit_val_batches=1",
+           "trainer.limit_test_batches=1", "trainer.log_every_n_steps=3", "trainer.accumulate_grad_batches=2"]
+    gated, _ = run(tmp_path, few, "gated")
+    # 2 epochs x 4 optimizer steps (7 batches, 2 a step, the last alone): written at steps 3 and 6 only
+    assert logged.count("train/loss_step") == 2
+
+    monkeypatch.setattr(BaseTask, "on_train_batch_end", lambda self, outputs, batch, i: self.log(  # every batch
+        "train/loss_step", outputs["loss_step"], on_step=True, on_epoch=False))
+    every, _ = run(tmp_path, few, "every")
+    assert losses(gated) == losses(every) and len(losses(gated)) == 2
+    with open(gated / "csv" / "metrics.csv") as a, open(every / "csv" / "metrics.csv") as b:
+        assert a.read() == b.read()
 
 
 def test_progress_bar_updates_at_its_refresh_rate_and_on_the_last_batch(monkeypatch):

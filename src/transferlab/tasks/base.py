@@ -29,6 +29,28 @@ class BaseTask(pl.LightningModule):
         self.task_name = name
         self.save_hyperparameters({"config": run_config or {}})
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_before_batch = self.global_step
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Log `train/loss_step` on the steps Lightning writes to the loggers, and only there.
+
+        Lightning writes step values after a batch that stepped the optimizer (not inside an
+        `accumulate_grad_batches` window), every `trainer.log_every_n_steps` optimizer steps, when the
+        run stops, and on every step under `fast_dev_run`; a value logged on any other batch is dropped
+        unwritten, yet each `self.log` call costs ~0.75 ms (Lightning's `_ResultMetric.to`), 2 % of a
+        small model's step (experiments/benchmarks/RESULTS.md). After the optimizer step, `global_step`
+        is the step number Lightning's logger connector tests; tests/test_conventions.py checks that
+        the CSV log equals the one logging every batch. `outputs["loss_step"]` is the loss
+        `training_step` returned (Lightning's `outputs["loss"]` is divided by `accumulate_grad_batches`);
+        the progress bar reads it too (callbacks/progress.py).
+        """
+        trainer, every = self.trainer, self.trainer.log_every_n_steps
+        stepped = self.global_step > self._step_before_batch
+        due = trainer.fast_dev_run or trainer.should_stop or (every > 0 and self.global_step % every == 0)
+        if stepped and due and isinstance(outputs, dict) and "loss_step" in outputs:
+            self.log("train/loss_step", outputs["loss_step"], on_step=True, on_epoch=False)
+
     def configure_optimizers(self):
         optimizer = build_optimizer(self, self.optimizer_cfg)
         total = max(1, int(self.trainer.estimated_stepping_batches))

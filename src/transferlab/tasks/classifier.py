@@ -7,6 +7,8 @@ from torch import nn
 from transferlab.tasks.base import BaseTask
 from transferlab.tasks.metrics import classification_metrics
 
+TRAIN_METRIC_BATCHES = 32  # training batches per torchmetrics update (see ClassifierTask.training_step)
+
 
 class ClassifierTask(BaseTask):
     """backbone -> linear head; cross-entropy; `train/ val/ test/` acc, f1, loss (+ ece, nll on test)."""
@@ -16,6 +18,7 @@ class ClassifierTask(BaseTask):
         self.label_smoothing = label_smoothing
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(self.backbone.feature_dim, self.spec.num_classes))
         self.train_metrics = classification_metrics(self.spec.num_classes)
+        self._train_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.val_metrics = classification_metrics(self.spec.num_classes)
         self.test_prefixes = ["test"]
         self.test_metrics = nn.ModuleList([classification_metrics(self.spec.num_classes, calibration=True)])
@@ -28,19 +31,34 @@ class ClassifierTask(BaseTask):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
-    def _step(self, batch, metrics: nn.ModuleDict, smoothing: float = 0.0) -> torch.Tensor:
+    def _step(self, batch, metrics: nn.ModuleDict) -> None:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        metrics["scores"].update(logits.detach(), y)
-        plain = loss.detach() if smoothing == 0 else F.cross_entropy(logits.detach(), y)  # the metric is never smoothed
-        metrics["loss"].update(plain, weight=y.numel())
-        return loss
+        metrics["scores"].update(logits, y)
+        metrics["loss"].update(F.cross_entropy(logits, y), weight=y.numel())
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, self.train_metrics, self.label_smoothing)
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-        return loss
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The train metrics see every batch, updated once every TRAIN_METRIC_BATCHES batches (and at the
+        epoch's end) from the kept predicted labels, targets and losses: a torchmetrics update costs about the
+        same for 64 examples as for 2,000, and one per batch was 2 % of a small model's step
+        (experiments/benchmarks/RESULTS.md). acc and f1 read only the predicted label, so the result is the same."""
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        plain = loss.detach() if self.label_smoothing == 0 else F.cross_entropy(logits.detach(), y)  # never smoothed
+        self._train_batches.append((logits.detach().argmax(-1), y, plain))
+        if len(self._train_batches) >= TRAIN_METRIC_BATCHES:
+            self._update_train_metrics()
+        return {"loss": loss, "loss_step": loss.detach()}  # train/loss_step: BaseTask.on_train_batch_end
+
+    def _update_train_metrics(self) -> None:
+        if not self._train_batches:
+            return
+        preds, targets, losses = zip(*self._train_batches)
+        self._train_batches.clear()
+        sizes = torch.tensor([len(t) for t in targets], dtype=losses[0].dtype, device=losses[0].device)
+        self.train_metrics["scores"].update(torch.cat(preds), torch.cat(targets))
+        self.train_metrics["loss"].update(torch.stack(losses), weight=sizes)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, self.val_metrics)
@@ -61,6 +79,7 @@ class ClassifierTask(BaseTask):
         return values
 
     def on_train_epoch_end(self) -> None:
+        self._update_train_metrics()
         self._log_epoch("train", self.train_metrics)
 
     def on_validation_epoch_end(self) -> None:

@@ -25,7 +25,7 @@ class SSLTask(BaseTask):
         super().__init__(*args, **kwargs)
         self.eval_seed = eval_seed
         self.probe_cfg = dict(probe or {})
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self._generator: torch.Generator | None = None
         self._probes = None
         if self.probe_cfg.get("enabled", True) and self.spec.num_classes:
@@ -46,9 +46,8 @@ class SSLTask(BaseTask):
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x, _ = split_batch(batch)
         loss, weight, feats = self.objective(x, None)
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=weight)
-        out = {"loss": loss}
+        self.train_loss.update(loss.detach(), weight=weight)
+        out = {"loss": loss, "loss_step": loss.detach()}  # train/loss_step: BaseTask.on_train_batch_end
         if feats is not None:
             out["features"] = feats.detach()
         return out
@@ -79,6 +78,10 @@ class SSLTask(BaseTask):
     def epoch_metrics(self, prefix: str, loss: torch.Tensor) -> dict[str, torch.Tensor]:
         """What each epoch logs from the mean loss; causal LM adds perplexity."""
         return {f"{prefix}/loss": loss}
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss.compute())
+        self.train_loss.reset()
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.epoch_metrics("val", self.val_loss.compute()), prog_bar=True)
