@@ -62,7 +62,7 @@ def instrument() -> None:
 
     _wrap(MetricCollection, "update", "train metric updates (acc, f1: MetricCollection.update)")
     _wrap(MeanMetric, "update", "loss mean (MeanMetric.update)")
-    _wrap(pl.LightningModule, "log", "self.log (train/loss_step every step)")
+    _wrap(pl.LightningModule, "log", "self.log (train/loss_step on written steps)")
     _wrap(pl.LightningModule, "log_dict", "self.log_dict (epoch metrics)")
     # private class, wrapped only to time it (where self.log's time goes); Lightning 2.6: result.py
     from pytorch_lightning.trainer.connectors.logger_connector.result import _ResultMetric

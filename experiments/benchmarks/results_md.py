@@ -55,7 +55,7 @@ def overhead_section(out: list[str]) -> None:
     files = sorted(RESULTS.glob("overhead_*.json"))
     out += ["## 1. Training-loop overhead (`overhead.py`)", "",
             "Transformer on MNIST-1D (batch 64), AdamW, same seed and torch threads on both sides; transferlab = `run_stage`",
-            "with its defaults (progress bar, CSV logger, checkpoints, fault tolerance, train metrics every step),",
+            "with its defaults (progress bar, CSV logger, checkpoints, fault tolerance, train metrics over every batch),",
             "validation time excluded. Interleaved pairs in one process (ABBA); ratio = plain steps/s / transferlab",
             "steps/s per pair (1.00 = no overhead); median over pairs, 95 % percentile bootstrap interval.", "",
             "| command | size | threads | pairs x steps | plain steps/s | transferlab steps/s | ratio (95% CI) | target "
@@ -80,11 +80,15 @@ def overhead_section(out: list[str]) -> None:
             " fixed work per step (the profile below), decides these intervals. Earlier 10-pair runs of the mid script"
             " gave 0.986 (0.957-1.041, met; results/overhead_mid.json at commit 1d850a0, before `gc.collect()` between"
             " runs) and 1.032 (0.965-1.100, not met; commit 3fe6726): with 10 pairs the verdict moved between runs,"
-            " which is why both sizes now default to 20 pairs. The small script's earlier 20-pair runs gave 1.056"
+            " which is why both sizes now default to 20 pairs; the last 20-pair run before the change below gave 0.964"
+            " (0.940-1.041, met; commit f2e0be5). The small script's earlier 20-pair runs gave 1.056"
             " (0.980-1.157, not shown; results/overhead_small.json at commit 3ddbfbc) while the plain loop ran at"
-            " 30.7-44.9 steps/s, 1.102 (1.043-1.151, not met; commit 51c6a4d) and, with the code of this row, 1.146"
-            " (1.123-1.206, not met; commit d2f25aa): the same script on the same idle machine, hours or days apart,"
-            " moves the small model's median by up to 0.09. Every run since 3ddbfbc misses the small target."]
+            " 30.7-44.9 steps/s, 1.102 (1.043-1.151, not met; commit 51c6a4d), 1.146 (1.123-1.206, not met; commit"
+            " d2f25aa) and 1.120 (1.045-1.180, not met; commit f2e0be5): the same script on the same idle machine, hours"
+            " or days apart, moves the small model's median by up to 0.09. Every run from 3ddbfbc to f2e0be5 missed the"
+            " small target. The rows above were taken after two changes to the loop's own work (the step loss logged"
+            " only where Lightning writes it, the train metrics updated once per 32 batches: the table of parts below);"
+            " the small row is one run, and its margin to the target is smaller than the moves between runs quoted here."]
     out += ["", "Read the rows with their load: the benchmark itself keeps one core busy (load ~1). Under heavy load (10-15,"
             " the earlier files in git history) the torch kernels of both sides slow down far more than transferlab's fixed"
             " Python work per step, which dilutes the ratio toward 1: such a row is not evidence for a quiet machine.", ""]
@@ -104,7 +108,9 @@ def profile_section(out: list[str]) -> None:
         for key in tl:
             out.append(f"| {key} | {plain[key]:.2f} |" if key in plain else f"| {key} | - |")
             out[-1] += f" {tl[key]:.2f} |"
-        out.append("")
+        out += ["", "The rest row is `fit` minus the rows above it. Those rows are not fully disjoint: the validation loops "
+                "contain their own metric updates and callback hooks (the checkpoint saves among them), which the metric and "
+                "hook rows count again, so the rest can come out below zero.", ""]
 
 
 def step_parts_section(out: list[str]) -> None:
@@ -155,17 +161,16 @@ def hook_costs_section(out: list[str]) -> None:
                 out.append(f"| ... {inside['part']} | {inside['calls_per_run']:.0f} | {inside['ms_per_call']:.3f} | "
                            f"({inside['pct_of_training']:.2f}) |")
         zero = pct.get("zero_grad", 0.0)
-        log_share = inside["pct_of_training"] / (pct["self.log"] + pct.get("self.log_dict", 0.0)) if inside else None
-        where_log = (f"{log_share:.0%} of its time (with log_dict's) is" if log_share else "most of its time is")
         out += ["", f"Together {d['pct_total']:.1f} % of the training time, of which zero_grad ({zero:.1f} %) is work the "
                 "plain loop does too. The rest of the overhead is Lightning's loop itself (dispatch to `training_step`, "
-                "the closure, hook calls: the `dispatch` row of the table above). What is left is the cost of features "
-                f"a default run has, none removable from the defaults without losing one: `self.log` of the step loss ({where_log} "
-                "Lightning's `_ResultMetric.to`, which walks the logged value's metadata on every call; no public option skips it, "
-                "and logging only every `log_every_n_steps` would need Lightning's private batch counter and leave the "
-                "step loss stale between logs), the train accuracy and F1 (torchmetrics, two stat-score updates: "
-                "micro accuracy and macro F1 keep differently shaped states, so they cannot share one update), and "
-                "best.ckpt + last.ckpt at every epoch end (model and optimizer state, written atomically and fsynced).", ""]
+                "the closure, hook calls: the `dispatch` row of the table above). Two parts used to cost more: `self.log` of "
+                "the step loss on every step was 2.2 % (59 % of it Lightning's `_ResultMetric.to`, which walks the logged "
+                "value's metadata on every call), and the train accuracy, F1 and loss mean updated on every batch were 1.9 % "
+                "(results/hook_costs_small.json at commit f2e0be5). Now the step loss is logged only on the steps Lightning "
+                "writes to the loggers (every `trainer.log_every_n_steps` optimizer steps; the CSV is the same, "
+                "tests/test_conventions.py), and the train metrics take one update per 32 batches from the kept predicted "
+                "labels (the same acc and F1, tests/test_checkpoint_truth.py). The checkpoints stay: best.ckpt + last.ckpt at "
+                "every epoch end (model and optimizer state, written atomically and fsynced).", ""]
 
 
 def startup_section(out: list[str]) -> None:
