@@ -122,8 +122,11 @@ def main() -> None:
     ap.add_argument("--lr", nargs="*", default=[], help="per-method learning rate overrides, e.g. full=3e-4 (default: the method's own)")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     ap.add_argument("--results", default=str(HERE))
+    ap.add_argument("--plot-only", action="store_true", help="redraw frontier.png from summary.csv (seconds)")
     args = ap.parse_args()
     runs, results = Path(args.runs).resolve(), Path(args.results)
+    if args.plot_only:
+        return plot_only(results)
     lrs: dict[str, float | None] = dict.fromkeys(METHODS)
     lrs.update({k: float(v) for k, v in (item.split("=") for item in args.lr)})
     start = time.perf_counter()
@@ -214,27 +217,44 @@ def verdict(summary: list[dict]) -> str:
 
 
 def plot(summary: list[dict], path: Path) -> None:
+    """One panel per label setting; each method keeps its colour and marker in both, named in one legend
+    (labels next to the points overlapped where methods sit close on the log axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     settings = sorted({s["setting"] for s in summary}, key=lambda s: s != "all")
-    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.5), squeeze=False)
+    methods = sorted({s["method"] for s in summary}, key=lambda m: min(s["trainable_pct"] for s in summary if s["method"] == m))
+    colours, markers = plt.get_cmap("tab10").colors, "osD^vP*Xh<>p"  # 10 x 12: a unique pair for 60 methods
+    style = {m: (colours[i % len(colours)], markers[i % len(markers)]) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings) + 1.6, 4.5), squeeze=False)
     for ax, setting in zip(axes[0], settings):
-        for i, s in enumerate(sorted((s for s in summary if s["setting"] == setting), key=lambda s: s["trainable_pct"])):
-            x = max(s["trainable_pct"], 1e-2)
-            ax.errorbar(x, s["acc_mean"], yerr=s["acc_std"], fmt="o", capsize=3)
-            # neighbours on the log axis (lora_r4 8.5 %, dora_r4 9.5 %) label above / below, so names do not overlap
-            ax.annotate(s["method"], (x, s["acc_mean"]), fontsize=7, xytext=(3, 3 if i % 2 == 0 else -9), textcoords="offset points")
+        for s in (s for s in summary if s["setting"] == setting):
+            colour, marker = style[s["method"]]
+            ax.errorbar(max(s["trainable_pct"], 1e-2), s["acc_mean"], yerr=s["acc_std"], fmt=marker, color=colour,
+                        capsize=3, markersize=6, label=s["method"])
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters (% of model, log)")
         ax.set_ylabel("test accuracy (%), mean ± std over seeds")
         ax.set_title(f"MNIST-1D 0-4 -> 5-9, labels: {setting}")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    handles = {}
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend([handles[m] for m in methods], methods, loc="center right", fontsize=8, title="method (by % trainable)",
+               title_fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_only(results: Path) -> None:
+    """Redraw frontier.png from the committed summary.csv (no runs)."""
+    with open(results / "summary.csv") as f:
+        summary = [{**r, **{k: float(r[k]) for k in ("trainable_pct", "acc_mean", "acc_std")}} for r in csv.DictReader(f)]
+    plot(summary, results / "frontier.png")
 
 
 def write_outputs(rows: list[dict], results: Path, args, wall_s: float, pre_metrics: list[dict]) -> None:
