@@ -404,6 +404,31 @@ def test_torch_write_failure_is_one_line_naming_the_run_folder(tmp_path, monkeyp
         report_user_errors(lambda: (_ for _ in ()).throw(RuntimeError("other")))()
 
 
+def test_a_full_disk_advises_resume_auto_only_where_the_entry_point_resumes(monkeypatch, capsys):
+    """eval, export and predict cannot resume: their full-disk line says to rerun, train's says resume=auto."""
+    import errno
+
+    from transferlab.runner import entry
+
+    advice, real = {}, entry.report_user_errors
+    for name in ("train", "eval", "export", "predict"):
+        monkeypatch.setattr(entry, "report_user_errors",
+                            lambda job, text, name=name: real(job, advice.setdefault(name, text)))
+        entry.hydra_entry(name)(lambda cfg: None)
+    assert advice["train"] == "free space or set hydra.run.dir elsewhere, then rerun with resume=auto"
+    assert advice["eval"] == "free space or set hydra.run.dir elsewhere, then rerun"
+    assert advice["export"] == advice["predict"] == "free space or choose another out=, then rerun"
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/e/metrics.json")
+
+    with pytest.raises(SystemExit) as end:
+        real(full, advice["eval"])()
+    assert end.value.code == 2
+    assert capsys.readouterr().err == ("error: disk full while writing /runs/e/metrics.json (No space left on device); "
+                                       "free space or set hydra.run.dir elsewhere, then rerun\n")
+
+
 def test_an_unwritable_typed_run_or_sweep_folder_is_refused_before_hydra(tmp_path, monkeypatch, capsys):
     from transferlab.errors import UserError
     from transferlab.runner.run_folder import check_command_line_folder

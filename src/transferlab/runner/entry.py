@@ -29,8 +29,15 @@ def config_dir() -> str:
 CONFIG_DIR = config_dir()
 
 
-def report_user_errors(fn):
-    """A UserError becomes one line on stderr and exit code 2; anything else keeps its traceback."""
+RERUN_AFTER_WRITE_FAILED = "free space or set hydra.run.dir elsewhere, then rerun with resume=auto"  # train's
+# what to do after a full disk, per entry point: only train resumes; export, predict and inspect write to out=
+WRITE_FAILED_ADVICE = {"train": RERUN_AFTER_WRITE_FAILED,
+                       **dict.fromkeys(("export", "predict", "inspect"), "free space or choose another out=, then rerun")}
+
+
+def report_user_errors(fn, write_failed_advice: str = RERUN_AFTER_WRITE_FAILED):
+    """A UserError becomes one line on stderr and exit code 2; anything else keeps its traceback.
+    A full disk or read-only file system is one line too, ending with `write_failed_advice`."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -60,20 +67,19 @@ def report_user_errors(fn):
                 log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
                 raise
             what = "disk full" if e.errno != errno.EROFS else "read-only file system"
-            _exit_write_failed(what, getattr(e, "filename", None) or _run_folder(args), e.strerror)
+            _exit_write_failed(what, getattr(e, "filename", None) or _run_folder(args), e.strerror, write_failed_advice)
         except Exception as e:
             failed = torch_write_failed(e) if isinstance(e, RuntimeError) else None  # torch.save's full disk
             if failed is None:
                 log_to_files(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
                 raise
-            _exit_write_failed("disk full", _run_folder(args), failed)
+            _exit_write_failed("disk full", _run_folder(args), failed, write_failed_advice)
 
     return wrapper
 
 
-def _exit_write_failed(what: str, where: str, detail: str) -> None:
-    print(f"error: {what} while writing {where} ({detail}); free space or set hydra.run.dir elsewhere, "
-          "then rerun with resume=auto", file=sys.stderr, flush=True)
+def _exit_write_failed(what: str, where: str, detail: str, advice: str) -> None:
+    print(f"error: {what} while writing {where} ({detail}); {advice}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
 
 
@@ -272,7 +278,8 @@ def hydra_entry(config_name: str, sweep: bool = False):
 
             job = sweep_job(guarded)
         app = friendly_hydra_errors(hydra.main(version_base="1.3", config_path=CONFIG_DIR,
-                                               config_name=config_name)(report_user_errors(job)))
+                                               config_name=config_name)(report_user_errors(job, WRITE_FAILED_ADVICE.get(
+                                                   config_name, "free space or set hydra.run.dir elsewhere, then rerun"))))
 
         @functools.wraps(app)
         def entry(*args, **kwargs):
