@@ -97,6 +97,9 @@ def test_sigkill_then_sigterm_then_resume_matches_uninterrupted(tmp_path, monkey
     for key in ("test/acc", "test/loss", "test/f1", "test/ece", "val/acc", "val/loss", "steps", "epochs"):
         assert resumed[key] == reference[key], (key, resumed[key], reference[key], kill_at, term_at)
     assert resumed["steps"] == EPOCHS * STEPS_PER_EPOCH
+    # time/* cover the resumed process only, and say from which step
+    assert (resumed["time/from_step"], reference["time/from_step"]) == (term_at, 0)
+    assert (resumed["time/train_steps"], reference["time/train_steps"]) == (EPOCHS * STEPS_PER_EPOCH - term_at, resumed["steps"])
 
     # every step after a resume saw the batch and the random state the uninterrupted run saw
     def trace(folder):

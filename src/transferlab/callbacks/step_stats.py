@@ -21,6 +21,9 @@ class StepStats(pl.Callback):
     `callbacks` config (conf/callbacks/default.yaml; callbacks run in config order).
 
     Peak memory is the accelerator's max allocated bytes on GPU, else the process's peak RSS.
+
+    All of it, like `time/wall_s` and `time/fit_s`, covers this process: after a resume, the steps from
+    `time/from_step` (the optimizer step this process started training at; 0 unless it resumed) on.
     """
 
     def __init__(self, skip: int = 5):
@@ -29,10 +32,11 @@ class StepStats(pl.Callback):
         self._t0: float | None = None
         self._pending = 0.0  # batches timed since the last optimizer step (gradient accumulation)
         self._step: int | None = None
+        self._first_step: int | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._step is None:
-            self._step = trainer.global_step
+            self._step = self._first_step = trainer.global_step
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -51,6 +55,8 @@ class StepStats(pl.Callback):
         if times:
             out["time/step_ms"] = 1000.0 * sum(times) / len(times)
             out["time/train_steps"] = len(self._times)
+        if self._first_step is not None:
+            out["time/from_step"] = self._first_step
         out["threads/torch"] = torch.get_num_threads()  # intra-op threads this process trained with
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             out["memory/peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
