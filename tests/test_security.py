@@ -113,6 +113,8 @@ def _attack(config: dict, kind: str, marker: Path) -> dict:
         config["model"]["_partial_"] = True
     elif kind == "unbuildable_value":
         config["model"]["hidden"] = -5
+    elif kind == "unknown_model_key":  # MLP takes `**_`: without the key check the typo would be dropped silently
+        config["model"]["hiddn"] = 64
     return config
 
 
@@ -132,6 +134,7 @@ ATTACKS = [
     ("pickled_weights", "stored config key model.config.weights_only is refused"),
     ("partial_model", "stored config key model._partial_ is refused"),
     ("unbuildable_value", "its stored config does not build a model (RuntimeError: "),
+    ("unknown_model_key", "stored config model.hiddn=64 is invalid: not a key of MLP: did you mean 'hidden'?"),
 ]
 
 
@@ -185,6 +188,112 @@ def test_adapter_file_config_goes_through_the_same_gate(tmp_path):
     with pytest.raises(UserError, match="resolves to posix.system"):
         restore_task(file, list(DEFAULT_ALLOWED))
     assert not marker.exists()
+
+
+def _real_checkpoint(tmp_path: Path, kind: str = "ckpt", **model) -> Path:
+    """The weights and run config of a tiny supervised MLP (hidden 16, one block), saved as a checkpoint or an
+    adapter file; `model` keys are changed in the stored config only (what a crafted file does)."""
+    from transferlab.adaptation.artifact import FORMAT
+    from transferlab.runner.build import build_backbone, build_datamodule, build_task
+
+    cfg = compose_cfg(SUP + ["model.hidden=16", "model.depth=1"], tmp_path / "run")
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    task = build_task(cfg, build_backbone(cfg, datamodule.spec), datamodule.spec)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["model"].update(model)
+    file = tmp_path / ("adapter.pt" if kind == "adapter" else "model.ckpt")
+    if kind == "adapter":
+        torch.save({"format": FORMAT, "config": config, "state_dict": task.state_dict()}, file)
+    else:
+        torch.save({"state_dict": task.state_dict(), "hyper_parameters": {"config": config}}, file)
+    return file
+
+
+@pytest.fixture
+def mlp_devices(monkeypatch) -> list[str]:
+    """The default device each MLP backbone is constructed on (meta: shapes without memory)."""
+    import functools
+
+    from transferlab.backbones.mlp import MLP
+
+    devices: list[str] = []
+    real_init = MLP.__init__
+
+    @functools.wraps(real_init)
+    def recording_init(self, *args, **kwargs):
+        devices.append(torch.get_default_device().type)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(MLP, "__init__", recording_init)
+    return devices
+
+
+RESTORES = [("restore_task", "ckpt"), ("restore_backbone", "ckpt"), ("restore_task", "adapter")]
+
+
+@pytest.mark.parametrize("path,kind", RESTORES, ids=["task", "backbone", "adapter_file"])
+def test_a_stored_size_the_weights_do_not_have_is_refused_before_a_real_model_is_built(tmp_path, mlp_devices, path, kind):
+    """`model.hidden: 2**40` over hidden-16 weights: a 256 TiB first layer. It is built on the meta device only
+    and refused by the shapes; a real build would try to allocate it first."""
+    from transferlab.config.instantiate import DEFAULT_ALLOWED
+    from transferlab.runner import restore
+
+    file = _real_checkpoint(tmp_path, kind, hidden=2**40)
+    mlp_devices.clear()
+    with pytest.raises(UserError) as err:
+        getattr(restore, path)(file, list(DEFAULT_ALLOWED))
+    message = str(err.value)
+    what = {"restore_task": "the rebuilt model" if kind == "ckpt" else "this model (peft=None in the file)",
+            "restore_backbone": "model backbone"}[path]
+    prefix = "backbone." if path == "restore_task" else ""
+    assert message.startswith(f"{file} does not match {what}: shape mismatch {prefix}blocks.0.fc.bias (16,) vs "
+                              f"({2**40},)"), message
+    assert "\n" not in message
+    assert mlp_devices == ["meta"]  # the backbone was never constructed with memory
+
+
+@pytest.mark.parametrize("path,kind", RESTORES, ids=["task", "backbone", "adapter_file"])
+def test_a_fitting_file_is_checked_on_meta_then_built_for_real_with_its_weights(tmp_path, mlp_devices, path, kind):
+    from transferlab.config.instantiate import DEFAULT_ALLOWED
+    from transferlab.runner import restore
+
+    file = _real_checkpoint(tmp_path, kind)
+    saved = torch.load(file, weights_only=True)["state_dict"]
+    mlp_devices.clear()
+    restored = getattr(restore, path)(file, list(DEFAULT_ALLOWED))
+    assert mlp_devices == ["meta", "cpu"]
+    if path == "restore_task":
+        state = restored.task.state_dict()
+    else:
+        state = {f"backbone.{k}": v for k, v in restored.backbone.state_dict().items()}
+        saved = {k: v for k, v in saved.items() if k.startswith("backbone.")}
+    assert set(state) == set(saved) and len(state) == (6 if path == "restore_task" else 4)  # fc, norm (, head)
+    assert all(v.device.type == "cpu" and torch.equal(v, saved[k]) for k, v in state.items())
+
+
+@pytest.mark.parametrize("key,value,target,valid", [
+    ("hiddn", 64, "MLP", "did you mean 'hidden'? valid keys are ['depth', 'dropout', 'hidden', 'name']"),
+    ("vocab_size", 5, "MLP", "valid keys are ['depth', 'dropout', 'hidden', 'name']"),  # build.py passes it, not a file
+])
+@pytest.mark.parametrize("path,kind", RESTORES, ids=["task", "backbone", "adapter_file"])
+def test_a_stored_model_key_the_backbone_does_not_take_is_refused_as_a_typed_one(tmp_path, key, value, target, valid,
+                                                                               path, kind):
+    """The backbones take `**_` (the contract passes every one vocab_size and pad_id), so without the check the
+    file's key would be dropped and its weights loaded as if it were not there. The message is the typed one's."""
+    from transferlab.config.instantiate import DEFAULT_ALLOWED
+    from transferlab.runner import restore
+    from transferlab.runner.run import preflight
+
+    typed = f"model.{key}={value!r} is invalid: not a key of {target}: {valid}"
+    with pytest.raises(UserError) as err:
+        preflight(compose_cfg(SUP + [f"+model.{key}={value}"], tmp_path / "typed"))
+    assert str(err.value) == typed
+    file = _real_checkpoint(tmp_path, kind, **{key: value})
+    with pytest.raises(UserError) as err:
+        getattr(restore, path)(file, list(DEFAULT_ALLOWED))
+    assert str(err.value) == f"{file}: stored config {typed}"
+    assert getattr(restore, path)(_real_checkpoint(tmp_path, kind), list(DEFAULT_ALLOWED)).backbone.feature_dim == 16
 
 
 def test_export_ignores_the_checkpoints_own_allowlist(tmp_path):

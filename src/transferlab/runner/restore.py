@@ -5,8 +5,10 @@ A checkpoint (or adapter file) is read as tensors and plain containers only (wei
 *this* run's `allowed_targets` allow are instantiated — a file can never widen them. The stored
 config must fit a known-safe schema (`check_stored_config`): only the sections a model needs, each
 a plain dict whose one `_target_` (at its top, no nested ones, no `_args_`, no `${...}`) resolves
-to the kind of object that section builds (a Backbone, a task, an Adaptation, an optimizer, ...).
-One mismatch message (`utils.checkpoint.check_state_matches`).
+to the kind of object that section builds (a Backbone, a task, an Adaptation, an optimizer, ...), and
+take only the keys that object takes (the check typed configs pass). The model is built on PyTorch's
+meta device first and checked against the file's tensors, so sizes the weights do not have are refused
+before anything is allocated. One mismatch message (`utils.checkpoint.check_state_matches`).
 """
 
 import contextlib
@@ -125,6 +127,20 @@ def check_stored_config(stored: dict[str, Any], sections: tuple[str, ...], allow
         if not fits:
             raise CheckpointError(f"{file}: stored config {section}._target_={node['_target_']!r} is refused: "
                                   f"it is not a {module}.{name}")
+        if section != "data":  # a caller's `data` may replace it; the datamodules refuse unknown keys themselves
+            _check_stored_keys(node, section, allowed, file)
+
+
+def _check_stored_keys(node: dict[str, Any], section: str, allowed: tuple[str, ...], file: Path) -> None:
+    """Only keys the section's target takes, as for a typed config (`config.validate.check_unknown_keys`): a
+    backbone's `**_` would otherwise drop a file's `model.hiddn: 64` (or any key it does not read) silently."""
+    from transferlab.config.validate import check_unknown_keys
+    from transferlab.errors import ConfigError
+
+    try:
+        check_unknown_keys(OmegaConf.create({section: node, "allowed_targets": list(allowed)}), section)
+    except ConfigError as e:
+        raise CheckpointError(f"{file}: stored config {e}") from None
 
 
 def restore_datamodule_state(datamodule: Any, ckpt: dict[str, Any], file: Path | str = "the checkpoint") -> None:
@@ -283,9 +299,25 @@ def _building_from(file: Path) -> Iterator[None]:
                               f"{(str(cause).splitlines() or [''])[0][:200]})") from None
 
 
+@contextlib.contextmanager
+def _shapes_only() -> Iterator[None]:
+    """Build on PyTorch's meta device: parameters and buffers get shapes and dtypes but no memory, so every check
+    of a real build runs before one is allocated (a file whose config says `model.hidden: 1500000` over small
+    weights took 39 s and 7.7 GB to refuse). Loading tensors into a meta model is a no-op torch warns about."""
+    import warnings
+
+    import torch
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter", category=UserWarning)
+        yield
+
+
 def _task(cfg: DictConfig, file: Path, ckpt: dict[str, Any], stored: dict[str, Any], spec: Any, pretrained: str | None) -> Any:
     """Build the task for `spec` and load the file's weights into it (an adapter file onto its pretrained backbone)."""
     with _building_from(file):
+        with _shapes_only():  # a shape the file's tensors do not have is refused here, before the real build
+            _built_task(cfg, file, ckpt, stored, spec, pretrained)
         return _built_task(cfg, file, ckpt, stored, spec, pretrained)
 
 
@@ -342,6 +374,8 @@ def restore_backbone(path: str | Path, allowed_targets: list[str], data: Any = N
     cfg = _build_config(stored, allowed_targets, data, ("model",))
     datamodule = _datamodule(cfg, ckpt, stage, file)
     with _building_from(file):
+        with _shapes_only():  # as in `_task`: the file's tensors are checked against a backbone without memory first
+            load_backbone(build_backbone(cfg, datamodule.spec), file)
         backbone = build_backbone(cfg, datamodule.spec)
     load_backbone(backbone, file)
     return Restored(file, ckpt, stored, datamodule, backbone=backbone)
