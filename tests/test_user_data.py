@@ -189,3 +189,147 @@ def test_hf_datasets_on_local_files(text_csv, tmp_path):
     with pytest.raises(ConfigError) as err:
         datamodule(["data=hf", "data.dataset=csv", f"data.data_files={text_csv}", *common], tmp_path)
     assert err.value.key == "data.test_split" and "['train']" in str(err.value)
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")  # datasets said "Unable to find" (and would read it forever)
+    with pytest.raises(UserError) as err:
+        datamodule(["data=hf", "data.dataset=csv", f"+data.data_files={{train: [{text_csv}, {tmp_path / 'zero.csv'}]}}",
+                    *common], tmp_path)
+    assert str(err.value) == (f"data.data_files={str(tmp_path / 'zero.csv')!r}: not a regular file but a character device (a "
+                              "symlink to '/dev/zero'); expected a CSV/JSON/Parquet file, a list of them, or a glob pattern")
+
+
+# -- untrusted files: what a path is, and arrays checked against their headers (data/user_files.py) ---------
+
+@pytest.fixture
+def deadline():
+    """Fail (not hang) if a check regresses into reading /dev/zero or opening a FIFO, which never return."""
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError("a non-regular file was read or opened")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def test_non_regular_data_paths_say_what_they_are(image_root, tmp_path, deadline):
+    import os
+
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "pipe.csv")
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "dangling.csv").symlink_to(tmp_path / "gone.csv")
+    what = {"zero.csv": "a character device (a symlink to '/dev/zero')", "pipe.csv": "a FIFO (named pipe)",
+            "folder.csv": "a directory", "dangling.csv": f"a broken symlink (to {str(tmp_path / 'gone.csv')!r})"}
+    for name, kind in what.items():
+        path = tmp_path / name
+        with pytest.raises(UserError) as err:
+            datamodule(["data=csv", f"data.path={path}"], tmp_path)
+        assert str(err.value) == f"data.path={str(path)!r}: not a regular file but {kind}; expected a CSV file"
+    with pytest.raises(UserError) as err:
+        datamodule(["data=image_folder", f"data.path={tmp_path / 'zero.csv'}"], tmp_path)
+    assert str(err.value) == (f"data.path={str(tmp_path / 'zero.csv')!r}: not a folder but a character device (a symlink to "
+                              "'/dev/zero'); expected a folder with one subfolder of images per class")
+    os.mkfifo(image_root / "ant" / "9.png")  # was silently left out of the data set
+    with pytest.raises(UserError) as err:
+        datamodule(["data=image_folder", f"data.path={image_root}"], tmp_path)
+    assert str(err.value) == (f"data.path={str(image_root)!r}: ant/9.png is not a regular file but a FIFO (named pipe); "
+                              "expected image files (.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff)")
+
+
+def test_damaged_parquet_and_image_bomb_are_one_line(image_root, tmp_path):
+    pytest.importorskip("pyarrow.parquet")
+    (tmp_path / "t.parquet").write_bytes(b"PAR1 not parquet")
+    with pytest.raises(UserError) as err:
+        datamodule(["data=csv", f"data.path={tmp_path / 't.parquet'}"], tmp_path)
+    assert str(err.value).startswith(f"data.path={str(tmp_path / 't.parquet')!r}: not a readable Parquet file (")
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0))  # 2.5e9 pixels in 70 bytes
+    bomb = image_root / "cat" / "9.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    with pytest.raises(UserError) as err:
+        datamodule(["data=image_folder", f"data.path={image_root}"], tmp_path)
+    assert str(err.value).startswith(f"cannot read image {bomb}: Image size (2500000000 pixels) exceeds limit")
+
+
+def _npy(shape: tuple, data: np.ndarray) -> bytes:
+    """An .npy whose header says `shape` over `data`'s bytes (np.save, header edited; same header length)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, data)
+    raw = buf.getvalue()
+    size = int.from_bytes(raw[8:10], "little")
+    header = repr({"descr": data.dtype.str, "fortran_order": False, "shape": shape}).encode("latin1")
+    return raw[:10] + header.ljust(size - 1) + b"\n" + raw[10 + size:]
+
+
+def test_npz_and_npy_headers_are_checked_before_anything_is_read(tmp_path):
+    import zipfile
+
+    from transferlab.data.user_files import read_npz
+
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    np.savez_compressed(tmp_path / "good.npz", x=x, y=np.arange(20))
+    np.save(tmp_path / "f.npy", np.asfortranarray(x))
+    got = read_npz(tmp_path / "good.npz", "k", "v")
+    assert got.keys() == {"x", "y"} and np.array_equal(got["x"], x) and got["x"].dtype == x.dtype
+    assert np.array_equal(read_npz(tmp_path / "f.npy", "k", "v")[""], x)
+
+    def refused(path: Path) -> str:
+        with pytest.raises(UserError) as err:
+            read_npz(path, "data.path", "numeric arrays")
+        return str(err.value)
+
+    where = lambda name, member="": f"data.path={str(tmp_path / name)!r}" + (f" array {member!r}" if member else "")  # noqa: E731
+    for name, shape in (("over", (40, 2)), ("huge", (10**12, 2))):  # an edited header; a "zip bomb" claiming 10**12 rows
+        claimed = shape[0] * 2 * 4
+        (tmp_path / f"{name}.npy").write_bytes(_npy(shape, x))
+        with zipfile.ZipFile(tmp_path / f"{name}.npz", "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("x.npy", _npy(shape, x))
+        says = f"its header says shape {list(shape)} of float32 ({claimed:,} bytes), but the file holds 160 bytes of data"
+        assert refused(tmp_path / f"{name}.npy") == f"{where(name + '.npy')}: {says} (truncated or edited?); expected numeric arrays"
+        assert refused(tmp_path / f"{name}.npz") == f"{where(name + '.npz', 'x')}: {says} (truncated or edited?); expected numeric arrays"
+    good = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(good[: len(good) // 2])
+    assert refused(tmp_path / "cut.npz") == f"{where('cut.npz')}: not a readable .npz archive (File is not a zip file); expected numeric arrays"
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}, None], dtype=object))
+    assert refused(tmp_path / "obj.npz") == (f"{where('obj.npz', 'x')}: holds Python objects (pickled data), which are never "
+                                             "loaded; expected numeric arrays")
+    # a deflated member whose recorded size is more than deflate can produce from its compressed bytes
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.npy", _npy((20, 2), x))
+    raw = bytearray((tmp_path / "bomb.npz").read_bytes())
+    info = zipfile.ZipFile(tmp_path / "bomb.npz").getinfo("x.npy")
+    for at in (22, raw.rindex(b"PK\x01\x02") + 24):  # uncompressed size: local header, central directory
+        raw[at : at + 4] = (2**31).to_bytes(4, "little")
+    (tmp_path / "bomb.npz").write_bytes(bytes(raw))
+    assert refused(tmp_path / "bomb.npz") == (
+        f"{where('bomb.npz', 'x')}: the archive records {2**31:,} bytes from {info.compress_size:,} compressed in a "
+        f"{len(raw):,}-byte file, which is not possible (a zip bomb or a damaged file); expected numeric arrays")
+
+
+def test_damaged_cache_is_rebuilt_and_a_non_regular_one_refused(tmp_path):
+    from transferlab.data.mnist1d import GENERATOR_DEFAULTS, generate
+
+    args = {**GENERATOR_DEFAULTS, "num_samples": 100}
+    first = generate(args, tmp_path)
+    (cache,) = tmp_path.glob("mnist1d-*.npz")
+    cache.write_bytes(cache.read_bytes()[:1000])  # np.load raised zipfile.BadZipFile: a traceback
+    again = generate(args, tmp_path)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    with np.load(cache) as rebuilt:
+        assert np.array_equal(rebuilt["x"], first["x"])
+    cache.unlink()
+    cache.symlink_to("/dev/zero")  # np.load raised "pickled (object) data ... allow_pickle"
+    with pytest.raises(UserError) as err:
+        generate(args, tmp_path)
+    assert str(err.value) == (f"cache file {str(cache)!r}: not a regular file but a character device (a symlink to "
+                              "'/dev/zero'); remove it, or set data.cache_dir to a folder of your own")

@@ -6,12 +6,26 @@ as a local table (`tabular.py`). A `ClassLabel` label column keeps the dataset's
 names. `datasets` is imported only here; without it the error says how to install it.
 """
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from transferlab.data.tabular import Columns, TableDataModule
+from transferlab.data.user_files import require_file
 from transferlab.errors import ConfigError, UserError
+
+
+def _local_paths(data_files: Any) -> list[str]:
+    """The entries of `data_files` (a path, a list, or {split: path or list}) that name something on this disk:
+    `datasets` reports a FIFO, a device or a directory there as "Unable to find", so they are checked here first."""
+    if isinstance(data_files, str):
+        return [data_files] if os.path.lexists(os.path.expanduser(data_files)) else []
+    if isinstance(data_files, Mapping):
+        return [p for v in data_files.values() for p in _local_paths(v)]
+    if isinstance(data_files, Iterable):
+        return [p for v in data_files for p in _local_paths(v)]
+    return []
 
 
 class HFDataModule(TableDataModule):
@@ -34,6 +48,8 @@ class HFDataModule(TableDataModule):
         if not self.dataset_name:
             raise ConfigError("data.dataset", self.dataset_name,
                               "a dataset for datasets.load_dataset (a hub name, or csv/json/parquet with data.data_files)")
+        for path in _local_paths(self.data_files):
+            require_file(path, "data.data_files", "a CSV/JSON/Parquet file, a list of them, or a glob pattern")
         cache = str(Path(str(self.cache_dir)).expanduser() / "hf_datasets")
         try:
             available = datasets.load_dataset(self.dataset_name, self.subset, data_files=self.data_files,

@@ -14,23 +14,32 @@ import numpy as np
 
 from transferlab.data.base import ArrayDataModule
 from transferlab.data.splits import HeldOutTestSplit
+from transferlab.data.user_files import describe, open_regular, require_folder
 from transferlab.errors import ConfigError, UserError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def list_images(root: str | Path, key: str = "data.path") -> tuple[list[Path], np.ndarray, list[str]]:
-    """(files, labels, class names) of a class-per-subfolder tree, in sorted order."""
-    p = Path(str(root)).expanduser()
-    if not p.is_dir():
-        raise UserError(f"{key}={str(root)!r}: no such folder (expected one subfolder per class)")
+    """(files, labels, class names) of a class-per-subfolder tree, in sorted order.
+
+    An entry with an image's name that is not a regular file (a FIFO, a device, a broken symlink) is an
+    error naming it, not an image silently left out.
+    """
+    p = require_folder(root, key, "a folder with one subfolder of images per class")
     names = sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not names:
         raise UserError(f"{key}={str(root)!r}: no class subfolders (expected {key}/<class>/<image>)")
     files: list[Path] = []
     labels: list[int] = []
     for i, name in enumerate(names):
-        found = sorted(f for f in (p / name).iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS)
+        found = []
+        for f in sorted(f for f in (p / name).iterdir() if f.suffix.lower() in EXTENSIONS):
+            what = describe(f)
+            if what is None or not what.startswith("a regular file"):
+                raise UserError(f"{key}={str(root)!r}: {name}/{f.name} is not a regular file but {what or 'gone'}; "
+                                f"expected image files ({', '.join(EXTENSIONS)})")
+            found.append(f)
         if not found:
             raise UserError(f"{key}={str(root)!r}: class folder {name!r} has no images ({', '.join(EXTENSIONS)})")
         files += found
@@ -39,7 +48,10 @@ def list_images(root: str | Path, key: str = "data.path") -> tuple[list[Path], n
 
 
 def load_images(files: Sequence[Path], channels: int, size: tuple[int, int] | None) -> np.ndarray:
-    """(N, C, H, W) float32 in [0, 1]; without `size` every image must have the first one's size."""
+    """(N, C, H, W) float32 in [0, 1]; without `size` every image must have the first one's size.
+
+    Pillow refuses images of more than twice its MAX_IMAGE_PIXELS (a decompression bomb) before decoding them.
+    """
     try:
         from PIL import Image
     except ImportError:
@@ -48,12 +60,12 @@ def load_images(files: Sequence[Path], channels: int, size: tuple[int, int] | No
     out = None
     for i, f in enumerate(files):
         try:
-            with Image.open(f) as im:
+            with open_regular(f, "image", f"an image file ({', '.join(EXTENSIONS)})") as raw, Image.open(raw) as im:
                 im = im.convert(mode)
                 if size is not None:
                     im = im.resize((size[1], size[0]), Image.BILINEAR)
                 a = np.asarray(im, dtype=np.float32) / 255.0
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:  # UnidentifiedImageError and truncated data are OSErrors
             raise UserError(f"cannot read image {f}: {e}") from None
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         if out is None:

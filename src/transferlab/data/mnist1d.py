@@ -9,6 +9,7 @@ import numpy as np
 
 from transferlab.data.base import ArrayDataModule
 from transferlab.data.splits import select_classes
+from transferlab.data.user_files import read_cached_npz
 from transferlab.errors import ConfigError
 from transferlab.utils.io import atomic_open
 
@@ -24,9 +25,9 @@ def generate(args: dict, cache_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """Arrays x, y, x_test, y_test for one generator setting; generated once, then read from cache."""
     key = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(os.path.expanduser(str(cache_dir))) / f"mnist1d-{key}.npz"
-    if path.exists():
-        with np.load(path) as f:
-            return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+    cached = read_cached_npz(path, ("x", "y", "x_test", "y_test"))
+    if cached is not None:
+        return cached
     from mnist1d.data import make_dataset
     from mnist1d.utils import ObjectView
 

@@ -8,51 +8,53 @@ otherwise a fixed stratified `test_fraction` (`test_seed`) is held out, the same
 """
 
 import csv
+import io
 import json
 import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from transferlab.data.splits import HeldOutTestSplit
 from transferlab.data.text import TextDataModule
+from transferlab.data.user_files import file_size, open_regular
 from transferlab.errors import ConfigError, UserError
 
 log = logging.getLogger("transferlab")
 
 Columns = dict[str, list[Any]]
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines", "json": "JSON", "parquet": "Parquet"}
 
 
 def read_table(path: str | Path, key: str = "data.path") -> Columns:
-    """Columns of a CSV/TSV/JSONL/JSON/Parquet file; missing, empty or unknown files are a clear error."""
+    """Columns of a CSV/TSV/JSONL/JSON/Parquet file; missing, empty, unknown or non-regular files are a clear error."""
     p = Path(str(path)).expanduser()
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise ConfigError(key, str(path), f"a file ending in one of {sorted(FORMATS)}")
-    if not p.is_file():
-        raise UserError(f"{key}={str(path)!r}: no such file")
-    if p.stat().st_size == 0:
-        raise UserError(f"{key}={str(path)!r}: the file is empty")
-    try:
-        cols = _read(p, fmt, key, str(path))
-    except UnicodeDecodeError as e:
-        raise UserError(f"{key}={str(path)!r}: not a UTF-8 text file (byte {e.start} cannot be decoded): is it binary?") from None
-    except csv.Error as e:
-        raise UserError(f"{key}={str(path)!r}: not a readable {fmt.upper()} file ({e})") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{key}={str(path)!r}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    with open_regular(p, key, f"a {FORMAT_NAMES[fmt]} file") as f:
+        if file_size(f) == 0:
+            raise UserError(f"{key}={str(path)!r}: the file is empty")
+        try:
+            cols = _read(f, fmt, key, str(path))
+        except UnicodeDecodeError as e:
+            raise UserError(f"{key}={str(path)!r}: not a UTF-8 text file (byte {e.start} cannot be decoded): is it binary?") from None
+        except csv.Error as e:
+            raise UserError(f"{key}={str(path)!r}: not a readable {fmt.upper()} file ({e})") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{key}={str(path)!r}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if not cols or not any(len(v) for v in cols.values()):
         raise UserError(f"{key}={str(path)!r}: the file has no rows")
     return cols
 
 
-def _read_delimited(p: Path, fmt: str, key: str, path: str) -> Columns:
+def _read_delimited(raw: BinaryIO, fmt: str, key: str, path: str) -> Columns:
     """Rows of a CSV/TSV: a duplicated column name or a row with more or fewer cells than the header is an error."""
-    with open(p, newline="", encoding="utf-8-sig") as f:
+    with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="," if fmt == "csv" else "\t")
         header = next(reader, [])
         seen: dict[str, int] = {}
@@ -72,12 +74,13 @@ def _read_delimited(p: Path, fmt: str, key: str, path: str) -> Columns:
     return {name: [r[j] for r in rows] for j, name in enumerate(header)}
 
 
-def _read(p: Path, fmt: str, key: str, path: str) -> Columns:
+def _read(raw: BinaryIO, fmt: str, key: str, path: str) -> Columns:
+    """Columns from the opened file `raw` (closed by the caller, or by the text wrapper read over it)."""
     if fmt in ("csv", "tsv"):
-        cols = _read_delimited(p, fmt, key, path)
+        cols = _read_delimited(raw, fmt, key, path)
     elif fmt == "jsonl":
         rows = []
-        with open(p, encoding="utf-8") as f:
+        with io.TextIOWrapper(raw, encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
                 if line.strip():
                     try:
@@ -86,7 +89,7 @@ def _read(p: Path, fmt: str, key: str, path: str) -> Columns:
                         raise UserError(f"{key}={str(path)!r}: line {i} is not JSON ({e.msg})") from None
         cols = _rows_to_columns(rows, key, path)
     elif fmt == "json":
-        with open(p, encoding="utf-8") as f:
+        with io.TextIOWrapper(raw, encoding="utf-8") as f:
             data = json.load(f)
         if isinstance(data, list):
             cols = _rows_to_columns(data, key, path)
@@ -99,7 +102,10 @@ def _read(p: Path, fmt: str, key: str, path: str) -> Columns:
             import pyarrow.parquet as pq
         except ImportError:
             raise UserError(f"{key}={str(path)!r}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-        cols = pq.read_table(p).to_pydict()
+        try:
+            cols = pq.read_table(raw).to_pydict()
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid (a ValueError) for a damaged or non-Parquet file
+            raise UserError(f"{key}={path!r}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
     return cols
 
 

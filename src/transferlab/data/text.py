@@ -22,6 +22,7 @@ from transferlab.data.tokenizer import (
     corpus_fingerprint,
     tokenizer_state,
 )
+from transferlab.data.user_files import read_cached_npz
 from transferlab.errors import ConfigError
 from transferlab.utils.io import atomic_open
 
@@ -100,9 +101,9 @@ def encode_cached(tokenizer: Tokenizer, parts: list[list[str]], max_length: int,
     for texts in parts:
         h.update(corpus_fingerprint(texts).encode())
     path = Path(os.path.expanduser(str(cache_dir))) / "encoded" / f"{corpus}-{max_length}-{h.hexdigest()[:12]}.npz"
-    if path.is_file():
-        with np.load(path) as f:
-            return [f[f"part{i}"] for i in range(len(parts))]
+    cached = read_cached_npz(path, [f"part{i}" for i in range(len(parts))])
+    if cached is not None:
+        return list(cached.values())
     arrays = [tokenizer.encode_batch(texts, max_length) for texts in parts]
     with atomic_open(path, "wb") as f:
         np.savez(f, **{f"part{i}": a for i, a in enumerate(arrays)})
