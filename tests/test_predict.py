@@ -266,3 +266,39 @@ def test_cli_refuses_a_runs_metrics_json_in_one_line(tmp_path_factory, tmp_path)
                                                "(metrics.json, adapter.pt, *.ckpt) and is never replaced, even with "
                                                "overwrite=true: choose another out="]
     assert (run / "metrics.json").read_bytes() == before
+
+
+def test_damaged_or_non_regular_npz_inputs_are_one_line_before_a_row_is_read(tmp_path):
+    """A truncated archive, a header claiming more rows than the data (or 10**12 of them), a symlink to /dev/zero:
+    each one InputError naming input=, never numpy's or zipfile's traceback, never a read of /dev/zero."""
+    import io
+    import os
+    import zipfile
+
+    from transferlab.inference.inputs import count_items, read_batches
+
+    def npz_with_header(path: Path, rows: int, data_rows: int) -> Path:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (rows, 2)})
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("x.npy", header.getvalue() + np.zeros((data_rows, 2), "<f4").tobytes())
+        return path
+
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.arange(80, dtype=np.float32).reshape(40, 2))
+    assert count_items(good) == 40 and sum(len(ids) for ids, _, _ in read_batches(good, 16)) == 40
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:200])
+    os.symlink("/dev/zero", tmp_path / "zero.npz")
+    cases = [
+        (npz_with_header(tmp_path / "more.npz", 40, 20), "x's header says shape [40, 2] of float32 (320 bytes), but the "
+                                                        "archive holds 160 bytes of data (truncated or edited?)"),
+        (npz_with_header(tmp_path / "huge.npz", 10**12, 20), "x's header says shape [1000000000000, 2] of float32 "
+                                                            "(8,000,000,000,000 bytes), but the archive holds 160 bytes"),
+        (tmp_path / "cut.npz", "not a readable .npz archive (File is not a zip file)"),
+        (tmp_path / "zero.npz", "not a regular file or a folder but a character device (a symlink to '/dev/zero')"),
+    ]
+    for path, message in cases:
+        for read in (lambda p: next(read_batches(p, 16)), count_items):
+            with pytest.raises(InputError) as err:
+                read(path)
+            assert str(err.value).startswith(f"input={str(path)!r}: ") and message in str(err.value), str(err.value)

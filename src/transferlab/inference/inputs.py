@@ -9,9 +9,12 @@ are for `Preprocessor.encode`:
 - an .npz: the array `x` (or its only array), read row block by row block from the archive ("array")
 """
 
+import contextlib
 import csv
 import json
+import math
 import zipfile
+import zlib
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -19,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.errors import InputError
+from transferlab.data.user_files import describe, member_size
+from transferlab.errors import InputError, UserError
 
 TABLES = {".csv": ",", ".tsv": "\t", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -29,10 +33,13 @@ Batch = tuple[list[Any], list[Any], str]
 def input_kind(path: str | Path) -> str:
     """"table", "text", "images" or "npz"; anything else is a one-line error naming the forms read."""
     p = Path(str(path)).expanduser()
-    if p.is_dir():
-        return "images"
-    if not p.is_file():
+    what = describe(p)  # from metadata only: a FIFO or /dev/zero is never opened
+    if what is None:
         raise InputError(f"input={str(path)!r}: no such file or folder")
+    if what.startswith("a directory"):
+        return "images"
+    if not what.startswith("a regular file"):
+        raise InputError(f"input={str(path)!r}: not a regular file or a folder but {what}")
     suffix = p.suffix.lower()
     if suffix in TABLES:
         kind = "table"
@@ -64,11 +71,11 @@ def read_batches(path: str | Path, batch_size: int, id_column: str | None = None
 def count_items(path: str | Path) -> int | None:
     """How many items a folder or .npz holds (cheap to know); None for tables and text (streamed)."""
     p = Path(str(path)).expanduser()
-    if p.is_dir():
+    kind = input_kind(p)  # never opens what is not a regular file or a folder (a symlink to /dev/zero)
+    if kind == "images":
         return len(image_files(p))
-    if p.suffix.lower() == ".npz":
-        with zipfile.ZipFile(p) as z, z.open(_npz_member(z, p)) as f:
-            shape = _npy_header(f, p)[0]
+    if kind == "npz":
+        with _npz_array(p) as (_, shape, _):
             return int(shape[0]) if shape else 1
     return None
 
@@ -162,22 +169,51 @@ def _npz_member(z: zipfile.ZipFile, p: Path) -> str:
 
 
 def _npy_header(f, p: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
-    version = np.lib.format.read_magic(f)
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read(f)
-    if fortran or dtype.hasobject:
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except (ValueError, EOFError) as e:  # numpy's words for a bad magic string or header
+        raise InputError(f"input={str(p)!r}: x is not a valid .npy array ({(str(e).splitlines() or [''])[0]})") from None
+    if fortran or dtype.hasobject or dtype.kind not in "biuf":
         raise InputError(f"input={str(p)!r}: x must be a C-ordered numeric array")
     return shape, fortran, dtype
 
 
+@contextlib.contextmanager
+def _npz_array(p: Path) -> Iterator[tuple[Any, tuple[int, ...], np.dtype]]:
+    """The archive's x member, read up to its data, with its shape and dtype. The sizes the archive and the
+    header claim must be the bytes the file holds (data/user_files.py), so a truncated or edited file, or a
+    zip bomb claiming 10**12 rows, is one line before a row is read."""
+    where = f"input={str(p)!r}"
+    try:
+        with zipfile.ZipFile(p) as z:
+            info = z.getinfo(_npz_member(z, p))
+            try:
+                nbytes = member_size(z, info, p.stat().st_size, f"{where} array x", "an .npz with an array x")
+            except UserError as e:
+                raise InputError(str(e)) from None
+            with z.open(info) as f:
+                shape, fortran, dtype = _npy_header(f, p)
+                need = math.prod(shape) * dtype.itemsize
+                if need != nbytes - f.tell():
+                    raise InputError(f"{where}: x's header says shape {list(shape)} of {dtype} ({need:,} bytes), but the "
+                                     f"archive holds {nbytes - f.tell():,} bytes of data (truncated or edited?)")
+                yield f, shape, dtype
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise InputError(f"{where}: not a readable .npz archive ({str(e) or type(e).__name__})") from None
+
+
 def _npz(p: Path, batch_size: int) -> Iterator[Batch]:
     """Row blocks straight from the (possibly compressed) archive member: never the whole array in memory."""
-    with zipfile.ZipFile(p) as z, z.open(_npz_member(z, p)) as f:
-        shape, _, dtype = _npy_header(f, p)
+    with _npz_array(p) as (f, shape, dtype):
         if len(shape) < 2 or shape[0] == 0:
             raise InputError(f"input={str(p)!r}: x has shape {list(shape)}; expected (N, *input shape) with N > 0")
         row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
         for start in range(0, shape[0], batch_size):
             n = min(batch_size, shape[0] - start)
-            block = np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, *shape[1:])
+            data = f.read(n * row_bytes)
+            if len(data) != n * row_bytes:
+                raise InputError(f"input={str(p)!r}: x ends after {start + len(data) // row_bytes} of {shape[0]} rows")
+            block = np.frombuffer(data, dtype=dtype).reshape(n, *shape[1:])
             yield list(range(start, start + n)), list(block), "array"
