@@ -1,5 +1,6 @@
 """Overrides mean what they say on a pipeline, and the model follows the data (pre-flight, one line)."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,131 @@ def test_a_debug_preset_reaches_every_stage_of_a_pipeline(tmp_path, monkeypatch)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         epochs = {name: stage_config(cfg, name, tmp_path).trainer.max_epochs for name in cfg.task.stages}
     assert epochs == {"pretrain": 1, "finetune": 1, "linear_probe": 1, "scratch": 1}
+
+
+# -- audit 2: new keys under a section, a stage an experiment gave its own node, the monitored metric --
+
+@pytest.mark.parametrize("overrides", [
+    ["task=supervised", "+trainer.overfit_batches=2"],                       # trainer: Lightning Trainer's signature
+    ["task=supervised", "+paths.data_dir=/tmp/data"],                        # paths: open (interpolation targets)
+    ["task=supervised", "data=mnist1d_shift", "+data.test_shifts.far.max_translation=60"],   # a new shift's name
+    ["task=supervised", "data=bbc_news", "model=hf", "+model.config.hidden_dropout_prob=0.0"],  # to transformers as is
+    ["task=supervised", "+callbacks.lr_monitor._target_=pytorch_lightning.callbacks.LearningRateMonitor"],
+    ["task=finetune", "model=transformer", "peft=lora", "+peft.optimizer.weight_decay=0.0"],  # read by adamw.yaml
+    ["task=masked", "model=transformer", "task.decoder.depth=2", "task.probe.knn.k=5"],
+    ["+task.source.generator.num_samples=300"],                              # lands in the pretrain stage's data.generator
+])
+def test_a_new_key_that_something_reads_is_accepted(overrides, tmp_path):
+    from transferlab.config.validate import validate
+
+    assert validate(compose_cfg(overrides, tmp_path)) is None
+
+
+@pytest.mark.parametrize("overrides, key, expected", [
+    (["task=supervised", "+trainer.max_epoch=3"], "trainer.max_epoch", "did you mean 'max_epochs'?"),
+    (["task=supervised", "+data.generator.num_sample=300"], "data.generator.num_sample", "did you mean 'num_samples'?"),
+    (["+data.generator.num_sample=300"], "data.generator.num_sample", "(in pipeline stage 'pretrain')"),
+    (["+task.source.generator.num_sample=300"], "data.generator.num_sample", "did you mean 'num_samples'?"),
+    (["task=contrastive", "+task.projection.hiden=8"], "task.projection.hiden", "did you mean 'hidden'?"),
+    (["task=masked", "model=transformer", "+task.mlm.mask_prob=0.2"], "task.mlm.mask_prob",
+     "valid keys are ['keep_prob', 'mask_id', 'mask_ratio', 'random_prob', 'tie_weights']"),
+    (["task=masked", "model=transformer", "+task.probe.linaer.lr=0.1"], "task.probe.linaer", "did you mean 'linear'?"),
+])
+def test_a_new_key_nobody_reads_is_refused_naming_the_valid_ones(overrides, key, expected, tmp_path):
+    from transferlab.config.validate import validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(overrides, tmp_path))
+    assert err.value.key == key and expected in str(err.value) and "\n" not in str(err.value), err.value
+
+
+def test_the_generator_keys_the_schema_knows_are_the_ones_mnist1d_reads():
+    from transferlab.config.schema import section_keys
+    from transferlab.data.mnist1d import GENERATOR_DEFAULTS
+
+    assert section_keys("data.generator") == sorted(GENERATOR_DEFAULTS)
+
+
+def _stages_under_hydra(overrides: list[str], tmp_path: Path) -> dict:
+    """Every stage's config as a CLI run sees it: Hydra's run context holds the command line and the task choice."""
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from transferlab.config.stages import stages
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={tmp_path}"], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path)
+        HydraConfig.instance().set_config(cfg)
+        try:
+            return dict(stages(cfg))
+        finally:
+            HydraConfig.instance().cfg = None
+            GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("overrides, epochs", [
+    (["task.target_trainer.max_epochs=5"], {"pretrain": 20, "finetune": 5, "linear_probe": 5, "scratch": 5}),
+    (["task.target_trainer.max_epochs=5", "task.stages.linear_probe.trainer.max_epochs=7"],
+     {"pretrain": 20, "finetune": 5, "linear_probe": 7, "scratch": 5}),                 # the stage's own key wins
+    (["trainer.max_epochs=1", "task.target_trainer.max_epochs=5"],
+     {"pretrain": 1, "finetune": 5, "linear_probe": 5, "scratch": 5}),                  # the stage key beats the root
+    ([], {"pretrain": 20, "finetune": 60, "linear_probe": 200, "scratch": 60}),        # the recipe as written
+])
+def test_a_pipeline_key_reaches_the_stage_an_experiment_gave_its_own_node(overrides, epochs, tmp_path):
+    """experiment=mnist1d_mae writes `linear_probe.trainer: {max_epochs: 200, ...}` over `${task.target_trainer}`."""
+    staged = _stages_under_hydra(["experiment=mnist1d_mae", *overrides], tmp_path)
+    assert {name: stage.trainer.max_epochs for name, stage in staged.items()} == epochs
+    assert staged["linear_probe"].trainer.check_val_every_n_epoch == 10
+
+
+def test_a_new_pipeline_key_reaches_the_stage_an_experiment_gave_its_own_node(tmp_path):
+    staged = _stages_under_hydra(["experiment=mnist1d_mae", "+task.target_trainer.gradient_clip_val=0.5"], tmp_path)
+    assert {n: s.trainer.get("gradient_clip_val") for n, s in staged.items()} == {
+        "pretrain": None, "finetune": 0.5, "linear_probe": 0.5, "scratch": 0.5}
+
+
+@pytest.mark.parametrize("overrides", [
+    ["task=supervised", "task.monitor=train/loss", "task.monitor_mode=min"],
+    ["task=masked", "model=transformer", "task.monitor=val/knn_acc", "task.monitor_mode=max"],
+    ["task=causal_lm", "data=bbc_news", "model=transformer", "task.monitor=val/perplexity"],
+    ["task=supervised", "task.monitor=null"],
+    ["task=supervised", "task.monitor=val/mine", "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,mypackage.]",
+     "+callbacks.mine._target_=mypackage.LogsMine"],                         # a callback of the user's own may log it
+])
+def test_a_metric_the_task_logs_may_be_monitored(overrides, tmp_path, monkeypatch):
+    import types
+
+    from transferlab.config.validate import validate
+
+    package = types.ModuleType("mypackage")
+    package.LogsMine = type("LogsMine", (), {"__module__": "mypackage"})
+    monkeypatch.setitem(sys.modules, "mypackage", package)
+    assert validate(compose_cfg(overrides, tmp_path)) is None
+
+
+@pytest.mark.parametrize("overrides", [
+    ["task=supervised", "model=mlp", "model.hidden=16"],
+    ["task=masked", "model=transformer", "model.width=16", "model.depth=1"],
+    ["task=contrastive", "model=mlp", "model.hidden=16", "task.probe.knn.enabled=false"],
+])
+def test_the_metrics_a_task_may_monitor_are_the_ones_its_run_logs(overrides, tmp_path):
+    """The list `task.monitor` is checked against, derived from the task's code, equals a real run's epoch columns."""
+    import csv
+
+    from conftest import FAST
+    from hydra.utils import get_class
+
+    from transferlab.runner.stage import run_stage
+
+    cfg = compose_cfg([*FAST, "trainer.max_epochs=1", *overrides], tmp_path)
+    run_stage(cfg, tmp_path)
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        header = next(csv.reader(f))
+    logged = {c for c in header if c.startswith(("val/", "train/")) and c != "train/loss_step"}
+    assert set(get_class(cfg.task._target_).epoch_metric_names(cfg.task)) == logged

@@ -2,7 +2,12 @@
 
 A rule applies only where its key exists, so one table serves every group option
 (`task.mask_ratio` is checked whenever a task has it). Keys of `_target_` nodes that the
-table does not list are checked against the target's signature in `validate.py`.
+table does not list are checked against the target's signature in `validate.py`; the keys of
+a plain node that code reads key by key (`task.decoder`, `data.generator`) are the ones this
+table lists under it (`CLOSED_SECTIONS`).
+
+Integer keys are declared `int` even where the code would accept a float: the code casts
+(`int(decoder["depth"])`), so `task.decoder.depth=2.5` would silently train depth 2.
 """
 
 import math
@@ -125,6 +130,8 @@ SCHEMA: dict[str, Rule] = {
     "data.test_fraction": unit(lo_open=True),
     "data.num_workers": non_negative_int(),
     "data.split_seed": Rule("int"),
+    "data.test_seed": Rule("int"),
+    "data.shift_seed": Rule("int"),
     "data.classes": Rule("list", item=non_negative_int(), optional=True),  # and >= 2 distinct (check_schema)
     "data.normalize": Rule("bool"),
     "data.pin_memory": Rule("bool"),
@@ -142,6 +149,24 @@ SCHEMA: dict[str, Rule] = {
     "data.max_length": Rule("int", lo=2),
     "data.tokenizer.vocab_size": Rule("int", lo=5, lo_open=True),
     "data.tokenizer.kind": Rule("str", choices=("wordpiece", "bpe")),
+    "data.tokenizer.min_frequency": positive_int(),
+    # data=mnist1d's generator knobs (data/mnist1d.py GENERATOR_DEFAULTS, tests/test_overrides.py keeps them equal)
+    "data.generator.num_samples": positive_int(),
+    "data.generator.train_split": unit(lo_open=True),
+    "data.generator.template_len": positive_int(),
+    "data.generator.padding": Rule("list", item=non_negative_int()),
+    "data.generator.scale_coeff": Rule("number", lo=0),
+    "data.generator.max_translation": non_negative_int(),
+    "data.generator.corr_noise_scale": Rule("number", lo=0),
+    "data.generator.iid_noise_scale": Rule("number", lo=0),
+    "data.generator.shear_scale": Rule("number", lo=0),
+    "data.generator.final_seq_length": positive_int(),
+    "data.generator.seed": Rule("int"),
+    # model=hf's random config
+    "model.hidden_size": positive_int(),
+    "model.num_layers": positive_int(),
+    "model.num_heads": positive_int(),
+    "model.intermediate_size": positive_int(),
     # task
     "task.label_smoothing": unit(),
     "task.head_dropout": unit(),
@@ -150,6 +175,22 @@ SCHEMA: dict[str, Rule] = {
     "task.temperature": Rule("number", lo=0, lo_open=True),
     "task.pretrained": Rule("str", optional=True),
     "task.monitor_mode": Rule("str", choices=("min", "max")),
+    "task.eval_seed": Rule("int"),
+    "task.decoder.width": positive_int(),
+    "task.decoder.depth": positive_int(),
+    "task.decoder.heads": positive_int(),
+    "task.decoder.mlp_ratio": Rule("number", lo=0, lo_open=True),
+    "task.mlm.mask_ratio": unit(lo_open=True, hi_open=True),
+    "task.mlm.random_prob": unit(hi_open=False),
+    "task.mlm.keep_prob": unit(hi_open=False),
+    "task.mlm.mask_id": non_negative_int(optional=True),
+    "task.projection.hidden": positive_int(),
+    "task.projection.dim": positive_int(),
+    "task.probe.linear.lr": Rule("number", lo=0, lo_open=True),
+    "task.probe.linear.weight_decay": Rule("number", lo=0),
+    "task.probe.knn.k": positive_int(),
+    "task.probe.knn.temperature": Rule("number", lo=0, lo_open=True),
+    "task.probe.knn.bank_size": positive_int(),
     # peft
     "peft.r": positive_int(),
     "peft.rank": positive_int(),
@@ -159,6 +200,8 @@ SCHEMA: dict[str, Rule] = {
     "peft.dropout": unit(),
     "peft.target_modules": Rule("list", item=Rule("str"), optional=True),
     "peft.feature_norm": Rule("str", choices=("batchnorm", "none")),
+    "peft.bottleneck": positive_int(),
+    "peft.trainable_blocks": non_negative_int(),  # 0: a linear probe
     "peft.optimizer.lr": Rule("number", lo=0, lo_open=True),
     "peft.optimizer.weight_decay": Rule("number", lo=0),
     "peft.trainer.max_epochs": positive_int(),
@@ -192,12 +235,13 @@ SCHEMA: dict[str, Rule] = {
     "callbacks.fault_tolerance.every_n_train_steps": positive_int(optional=True),
     "callbacks.model_checkpoint.save_top_k": Rule("int", lo=-1),
     "callbacks.early_stopping.patience": non_negative_int(),
+    "callbacks.step_stats.skip": non_negative_int(),
 }
 # switches: `no`, `off` or `False ` typed for one is a string, and a string is true where code tests it
 BOOL_KEYS = (
     "compile", "train", "test", "model.pretrained", "optimizer.nesterov", "data.tokenizer.lowercase",
-    "peft.use_dora", "peft.use_rslora", "task.gather_negatives", "task.mlm.tie_weights", "task.norm_pix_loss",
-    "task.projection.batch_norm", "task.save_adapter", "task.tie_weights", "task.probe.enabled",
+    "data.generator.shuffle_seq", "peft.use_dora", "peft.use_rslora", "task.gather_negatives", "task.mlm.tie_weights",
+    "task.norm_pix_loss", "task.projection.batch_norm", "task.save_adapter", "task.tie_weights", "task.probe.enabled",
     "task.probe.knn.enabled", "task.probe.linear.enabled", "extras.enforce_tags", "extras.ignore_warnings",
     "extras.print_config", "callbacks.fault_tolerance.atomic_checkpoints", "callbacks.fault_tolerance.check_finite",
     "callbacks.fault_tolerance.restore_rng", "callbacks.fault_tolerance.save_on_sigterm",
@@ -207,6 +251,61 @@ BOOL_KEYS = (
     "trainer.enable_progress_bar", "trainer.sync_batchnorm", "trainer.use_distributed_sampler",
 )
 SCHEMA.update({key: Rule("bool") for key in BOOL_KEYS if key not in SCHEMA})
+
+# plain nodes (no `_target_`) whose keys code reads one by one -> who reads them (check_closed_sections)
+CLOSED_SECTIONS = {
+    "data.generator": "data/mnist1d.py",
+    "task.decoder": "tasks/masked.py",
+    "task.mlm": "tasks/masked.py",
+    "task.projection": "tasks/contrastive.py",
+    "task.probe": "tasks/ssl.py",
+    "task.probe.linear": "callbacks/online_probes.py",
+    "task.probe.knn": "callbacks/online_probes.py",
+    "peft.optimizer": "conf/optimizer/adamw.yaml",
+    "peft.trainer": "conf/trainer/*.yaml and task=transfer's target_trainer",
+    "extras": "runner/extras.py",
+}
+
+
+def section_keys(section: str) -> list[str]:
+    """The keys SCHEMA lists directly under `section` (a sub-node counts as one key)."""
+    return sorted({k[len(section) + 1:].split(".", 1)[0] for k in SCHEMA if k.startswith(section + ".")})
+
+
+def check_closed_sections(cfg: DictConfig) -> None:
+    """A key under a CLOSED_SECTIONS node that SCHEMA does not list there is read by nobody
+    (`+data.generator.num_sample=300` generated the default 5000 signals): refused, with a did-you-mean
+    and the valid keys. How each section takes a new key (`+a.b.c=...`):
+    - closed (this check): data.generator, task.decoder/mlm/projection/probe(.linear/.knn), peft.optimizer,
+      peft.trainer (defaults only some conf interpolations read), extras;
+    - `_target_` nodes: the target's signature (validate.py `_check_keys`): `+trainer.X` is any argument of
+      Lightning's Trainer (it takes no **kwargs), `+task.X` any the task class accepts, a callback's or a
+      logger's its class's; targets that forward **kwargs (DDPStrategy) are left open;
+    - open, as new keys are what they are for: `paths` (interpolation targets), `model.config` (passed
+      to transformers as is), new names under `callbacks`/`logger` (with a `_target_`), `data.test_shifts`
+      and `task.stages`; new root keys unless close to a known one (validate.py `check_root_typos`);
+    - checked by their reader when it is built, before training: `data.tokenizer`,
+      `task.augment.<modality>`, `data.test_shifts.<name>`;
+    - a pipeline's `task.source`/`target`/`*_trainer`/`*_optimizer`: their keys land in a stage's
+      `data`/`trainer`/`optimizer`, checked there per stage.
+    """
+    import difflib
+
+    for section, reader in CLOSED_SECTIONS.items():
+        node = OmegaConf.select(cfg, section, default=None)
+        if not isinstance(node, DictConfig):
+            continue
+        valid = section_keys(section)
+        for key in map(str, node.keys()):
+            if key in valid:
+                continue
+            value = node[key]
+            if isinstance(value, (DictConfig, ListConfig)):
+                value = OmegaConf.to_container(value, resolve=True)
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"{section}.{key}", value, f"not a key of {section} (read key by key in {reader}): "
+                              f"{hint}valid keys are {valid}")
 
 
 def check_schema(cfg: DictConfig, schema: dict[str, Rule] = SCHEMA) -> None:
@@ -227,6 +326,7 @@ def check_schema(cfg: DictConfig, schema: dict[str, Rule] = SCHEMA) -> None:
             raise ConfigError(key, value, "a fraction in (0, 1] or a whole number of batches")
         if not _ok(rule, value):
             raise ConfigError(key, value, rule.describe())
+    check_closed_sections(cfg)
     check_combinations(cfg)
 
 

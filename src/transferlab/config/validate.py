@@ -5,7 +5,7 @@ which builds data, is `runner.build.dry_build_later_stages`):
 1. config only (no torch import): interpolations resolve, schema types and ranges
    (`config/schema.py`), `_target_` allowlist, CPU `devices`;
 2. target classes (imports them, still no data): unknown keys of `_target_` nodes, pretraining
-   task with a `peft` method, GPU `devices`;
+   task with a `peft` method, `task.monitor` among the metrics the task logs, GPU `devices`;
 """
 
 import inspect
@@ -249,6 +249,33 @@ def check_task_own(cfg: DictConfig) -> None:
         hook(cfg)
 
 
+def check_monitor(cfg: DictConfig) -> None:
+    """`task.monitor` names a metric the task logs: checkpointing and early stopping would otherwise fail
+    after the first epoch, with Lightning's long error. Skipped when a callback of the user's own (outside
+    transferlab and Lightning) is configured, since it may log the metric itself."""
+    monitor = cfg.task.get("monitor")
+    if monitor is None or "_target_" not in cfg.task:
+        return
+    callbacks = cfg.get("callbacks") or {}
+    targets = [str(c.get("_target_")) for c in callbacks.values() if isinstance(c, DictConfig)]
+    if any(not t.startswith(("transferlab.", "pytorch_lightning.", "lightning.")) for t in targets):
+        return
+    allowed = tuple(cfg.get("allowed_targets") or ())
+    task_cls = resolve_target(cfg.task._target_, allowed, "task._target_")
+    if not task_cls.__module__.startswith("transferlab."):  # a user's task (or subclass of ours) may log more
+        return
+    names = getattr(task_cls, "epoch_metric_names", None)
+    metrics = names(cfg.task) if names else None  # tasks/base.py: None where the task does not know
+    if metrics is None or monitor in metrics:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(str(monitor), metrics, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ConfigError("task.monitor", monitor, f"a metric task={cfg.task.get('name')} logs each epoch: {hint}"
+                      f"one of {', '.join(metrics)}")
+
+
 def check_model_fits_data(cfg: DictConfig) -> None:
     """Model follows data: token ids need a model with an embedding, tables a model for flat features."""
     from hydra.utils import get_class
@@ -332,6 +359,7 @@ def validate_targets(cfg: DictConfig, pipeline_stage: bool = False) -> None:
         check_task_peft(cfg)
     check_model_fits_data(cfg)
     check_task_own(cfg)
+    check_monitor(cfg)
     check_gpu_devices(cfg)
 
 

@@ -29,6 +29,12 @@ class BaseTask(pl.LightningModule):
         self.task_name = name
         self.save_hyperparameters({"config": run_config or {}})
 
+    @classmethod
+    def epoch_metric_names(cls, task_cfg: Any) -> list[str] | None:
+        """The epoch metrics fit logs for this task config (validation first): what `task.monitor` may name
+        (config/validate.py). None: not known here (a user's task may log anything)."""
+        return None
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_before_batch = self.global_step
 

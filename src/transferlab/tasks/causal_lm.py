@@ -51,7 +51,8 @@ class CausalLMTask(SSLTask):
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         return loss, max(n, 1), None
 
-    def epoch_metrics(self, prefix: str, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def epoch_metrics(prefix: str, loss: torch.Tensor) -> dict[str, torch.Tensor]:
         return {f"{prefix}/loss": loss, f"{prefix}/perplexity": loss.exp()}
 
     @torch.no_grad()

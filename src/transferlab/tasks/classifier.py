@@ -1,5 +1,7 @@
 """Classification over backbone features: shared by supervised pretraining and fine-tuning."""
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +24,11 @@ class ClassifierTask(BaseTask):
         self.val_metrics = classification_metrics(self.spec.num_classes)
         self.test_prefixes = ["test"]
         self.test_metrics = nn.ModuleList([classification_metrics(self.spec.num_classes, calibration=True)])
+
+    @classmethod
+    def epoch_metric_names(cls, task_cfg: Any) -> list[str]:
+        names = [*classification_metrics(2)["scores"].keys(), "loss"]
+        return [f"{prefix}/{name}" for prefix in ("val", "train") for name in names]
 
     def set_test_sets(self, prefixes: list[str]) -> None:
         """One metric set per test dataloader (in-distribution first, then shifted sets)."""

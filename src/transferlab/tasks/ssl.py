@@ -75,9 +75,23 @@ class SSLTask(BaseTask):
         if dataloader_idx == 0:  # shifted test sets are for classifiers; the objective reads the main one
             self._eval_step(batch, self.test_loss)
 
-    def epoch_metrics(self, prefix: str, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def epoch_metrics(prefix: str, loss: torch.Tensor) -> dict[str, torch.Tensor]:
         """What each epoch logs from the mean loss; causal LM adds perplexity."""
         return {f"{prefix}/loss": loss}
+
+    @classmethod
+    def epoch_metric_names(cls, task_cfg: Any) -> list[str]:
+        """`epoch_metrics`' names, and with `task.probe` the online probes' (callbacks/online_probes.py;
+        they exist only when the data has labels)."""
+        val, train = [*cls.epoch_metrics("val", torch.zeros(()))], ["train/loss"]
+        probe = task_cfg.get("probe") or {}
+        if probe.get("enabled", True):
+            if (probe.get("linear") or {}).get("enabled", True):
+                val, train = [*val, "val/linear_acc"], [*train, "train/linear_loss"]
+            if (probe.get("knn") or {}).get("enabled", True):
+                val.append("val/knn_acc")
+        return val + train
 
     def on_train_epoch_end(self) -> None:
         self.log("train/loss", self.train_loss.compute())
