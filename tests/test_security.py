@@ -296,6 +296,24 @@ def test_a_stored_model_key_the_backbone_does_not_take_is_refused_as_a_typed_one
     assert getattr(restore, path)(_real_checkpoint(tmp_path, kind), list(DEFAULT_ALLOWED)).backbone.feature_dim == 16
 
 
+def test_a_checkpoint_path_that_is_not_a_regular_file_is_named_and_never_read(tmp_path):
+    """A symlink to /dev/zero (torch.load would read it until memory runs out) or a FIFO (opening waits for a writer)."""
+    import os
+
+    from transferlab.errors import CheckpointError
+    from transferlab.utils.checkpoint import load_checkpoint
+
+    os.symlink("/dev/zero", tmp_path / "zero.ckpt")
+    os.mkfifo(tmp_path / "pipe.ckpt")
+    for name, what in (("zero.ckpt", "a character device (a symlink to '/dev/zero')"), ("pipe.ckpt", "a FIFO (named pipe)")):
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(tmp_path / name)
+        assert str(err.value) == (f"checkpoint {tmp_path / name} is not a regular file but {what}: pass a checkpoint "
+                                  "file or a run folder")
+    with pytest.raises(CheckpointError, match="nope.ckpt does not exist$"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+
+
 def test_export_ignores_the_checkpoints_own_allowlist(tmp_path):
     from transferlab.export import export
 

@@ -23,33 +23,12 @@ from typing import IO, BinaryIO
 import numpy as np
 
 from transferlab.errors import UserError
+from transferlab.utils.file_kind import describe, file_kind
 
 log = logging.getLogger("transferlab")
 
 # deflate cannot expand data more than ~1032:1; a member whose recorded size is larger lies about it
 MAX_DEFLATE_RATIO = 1100
-KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file"))
-
-
-def _kind(mode: int) -> str:
-    return next((name for test, name in KINDS if test(mode)), "not a file")
-
-
-def describe(path: Path) -> str | None:
-    """What `path` is in words ("a FIFO (named pipe)", "a character device (a symlink to '/dev/zero')",
-    "a broken symlink (to 'x')"), from its metadata only; None when nothing is there."""
-    link = f" (a symlink to {os.path.realpath(path)!r})" if os.path.islink(path) else ""  # islink never raises
-    try:
-        return _kind(path.stat().st_mode) + link
-    except FileNotFoundError:
-        return f"a broken symlink (to {os.readlink(path)!r})" if link else None
-    except NotADirectoryError:
-        return None
-    except OSError as e:
-        return f"a path that cannot be examined ({e.strerror})" + link
-
-
 def _not_regular(key: str, path: str, what: str | None, valid: str) -> UserError:
     if what is None:
         return UserError(f"{key}={path!r}: no such file; expected {valid}")
@@ -89,7 +68,7 @@ def open_regular(path: str | Path, key: str, valid: str) -> BinaryIO:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise _not_regular(key, str(path), _kind(mode), valid)
+            raise _not_regular(key, str(path), file_kind(mode), valid)
         if nonblock:
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")

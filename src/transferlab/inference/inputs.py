@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.data.user_files import describe, member_size
+from transferlab.data.user_files import member_size
 from transferlab.errors import InputError, UserError
+from transferlab.utils.file_kind import describe
 
 TABLES = {".csv": ",", ".tsv": "\t", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")

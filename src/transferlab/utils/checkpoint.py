@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import CheckpointError
+from transferlab.utils.file_kind import describe
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -19,8 +20,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
             if candidate.is_file():
                 return candidate
         raise CheckpointError(f"{p} is a folder without checkpoints/last.ckpt: pass a checkpoint file or a run folder")
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} does not exist")
+    if not p.is_file():  # never opened: a symlink to /dev/zero would be read until memory runs out
+        what = describe(p)
+        raise CheckpointError(f"checkpoint {p} does not exist" if what is None else
+                              f"checkpoint {p} is not a regular file but {what}: pass a checkpoint file or a run folder")
     return p
 
 
