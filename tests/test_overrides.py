@@ -284,3 +284,22 @@ def test_the_metrics_a_task_may_monitor_are_the_ones_its_run_logs(overrides, tmp
         header = next(csv.reader(f))
     logged = {c for c in header if c.startswith(("val/", "train/")) and c != "train/loss_step"}
     assert set(get_class(cfg.task._target_).epoch_metric_names(cfg.task)) == logged
+
+
+def test_a_typed_method_default_that_nothing_reads_is_refused():
+    """`peft.optimizer.lr` is read through `${oc.select:...}` by optimizer=adamw and a pipeline's stage keys only:
+    typed with optimizer=sgd it would do nothing."""
+    from transferlab.config.validate import check_method_defaults_read
+
+    typed = ["peft=lora", "optimizer=sgd", "peft.optimizer.lr=0.02"]
+    cfg = compose_cfg(["task=finetune", "model=transformer", *typed])
+    with pytest.raises(ConfigError) as err:
+        check_method_defaults_read(cfg, typed)
+    assert str(err.value) == ("peft.optimizer.lr=0.02 is invalid: read by nothing here: a method's default that the chosen "
+                              "optimizer config does not read (only ${oc.select:peft.optimizer.lr,...} references do); "
+                              "set optimizer.lr=... instead")
+    for ok in (["peft=lora", "peft.optimizer.lr=0.02"], ["peft=lora", "optimizer=sgd", "optimizer.lr=0.02"]):
+        assert float(compose_cfg(["task=finetune", "model=transformer", *ok]).optimizer.lr) == 0.02
+        check_method_defaults_read(compose_cfg(["task=finetune", "model=transformer", *ok]), ok)
+    pipeline = ["task=transfer", "optimizer=sgd", "peft=lora", "peft.optimizer.lr=0.02"]  # a stage key reads it
+    check_method_defaults_read(compose_cfg(pipeline), pipeline)

@@ -11,6 +11,7 @@ which builds data, is `runner.build.dry_build_later_stages`):
 import inspect
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -390,9 +391,43 @@ def check_pipeline_root(cfg: DictConfig, overrides: list[str] | None = None) -> 
                               f"set task.stages.<stage>.task.{name}=... (stages: {stages})")
 
 
+def check_method_defaults_read(cfg: DictConfig, overrides: list[str] | None = None) -> None:
+    """A typed `peft.optimizer.*` / `peft.trainer.*` key is a fine-tuning method's default, which other groups read
+    through `${oc.select:peft.optimizer.lr,...}` (conf/optimizer/adamw.yaml, conf/trainer/*.yaml, a pipeline's
+    stage keys). Where nothing in this config reads it (`optimizer=sgd` sets its own lr), it would do nothing."""
+    import re
+
+    from transferlab.config.stages import command_line
+
+    typed = {line.partition("=")[0].lstrip("+") for line in (command_line() if overrides is None else overrides)
+             if "=" in line and not line.startswith("~")}
+    keys = sorted(k for k in typed if k.startswith(("peft.optimizer.", "peft.trainer.")))
+    if not keys:
+        return
+    texts: list[str] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+        elif isinstance(node, str):
+            texts.append(node)
+
+    collect(OmegaConf.to_container(cfg, resolve=False))
+    for key in keys:
+        if not any(re.search(re.escape(key) + r"(?![\w.])", text) for text in texts):
+            raise ConfigError(key, OmegaConf.select(cfg, key), f"read by nothing here: a method's default that the "
+                              f"chosen {key.split('.')[1]} config does not read (only ${{oc.select:{key},...}} "
+                              f"references do); set {key.removeprefix('peft.')}=... instead")
+
+
 def validate(cfg: DictConfig) -> None:
     """Validate a single-stage config, or every stage of a pipeline, each pass over all stages."""
     check_pipeline_root(cfg)
+    check_method_defaults_read(cfg)
     try:
         stages = list(expand_stages(cfg))
     except OmegaConfBaseException as e:
