@@ -196,3 +196,20 @@ def test_train_metrics_updated_in_blocks_equal_per_batch_updates(tmp_path, monke
     for (acc, f1, loss), (acc1, f11, loss1) in zip(blocks, each):
         assert (acc, f1) == (acc1, f11) and 0 < acc < 1
         assert loss == pytest.approx(loss1, rel=1e-6) and loss > 0
+
+
+def test_finetuning_a_text_checkpoint_reads_the_data_with_its_tokenizer(tmp_path):
+    """The pretrained embeddings learned the ids of the checkpoint's tokenizer; a tokenizer trained again here (another
+    machine, a cleared cache: training is not deterministic upstream) or with other settings would remap them silently."""
+    from transferlab.runner.restore import stored_preprocessing
+    from transferlab.utils.checkpoint import load_checkpoint
+
+    def tokenizer(folder: Path) -> dict:
+        return stored_preprocessing(load_checkpoint(folder / "checkpoints" / "last.ckpt"))["tokenizer"]
+
+    _run(tmp_path / "mlm", ["task=masked", *TEXT, f"data.cache_dir={tmp_path / 'cache_a'}"])
+    _run(tmp_path / "ft", ["task=finetune", "peft=full", *TEXT, "data.tokenizer.vocab_size=200",
+                           f"data.cache_dir={tmp_path / 'cache_b'}", f"task.pretrained={tmp_path / 'mlm'}"])
+    pretrained, finetuned = tokenizer(tmp_path / "mlm"), tokenizer(tmp_path / "ft")
+    assert pretrained["kind"] == "trained" and finetuned == pretrained
+    assert not (tmp_path / "cache_b" / "tokenizers").exists()  # nothing was trained for the fine-tune

@@ -28,6 +28,15 @@ def test_tokenizer_round_trip_and_special_ids(tmp_path, kind):
     assert set(tok.special_ids) == set(range(len(SPECIAL_TOKENS)))
 
 
+def test_a_damaged_tokenizer_cache_is_trained_again_and_replaced(tmp_path, caplog):
+    first = train_tokenizer(CORPUS, vocab_size=300, cache_dir=tmp_path, corpus="toy")
+    first.path.write_text('{"version": "1.0", "truncat')  # cut short (a full disk, a killed copy)
+    again = train_tokenizer(CORPUS, vocab_size=300, cache_dir=tmp_path, corpus="toy")
+    assert not again.cache_hit and again.path == first.path
+    assert "is not readable" in caplog.text and "training it again" in caplog.text
+    assert train_tokenizer(CORPUS, vocab_size=300, cache_dir=tmp_path, corpus="toy").cache_hit  # the file was rewritten
+
+
 def test_tokenizer_cache_hit_and_rebuild_on_config_change(tmp_path):
     first = train_tokenizer(CORPUS, vocab_size=300, cache_dir=tmp_path, corpus="toy")
     assert not first.cache_hit and first.path.is_file()

@@ -7,6 +7,7 @@ on the fixed test split) and is exposed as `self.tokenizer` with `pad_id`, `mask
 """
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from transferlab.data.tokenizer import (
     Tokenizer,
     build_tokenizer,
     corpus_fingerprint,
+    tokenizer_from_state,
     tokenizer_state,
 )
 from transferlab.data.user_files import read_cached_npz
@@ -48,9 +50,15 @@ class TextDataModule(ArrayDataModule):
         """(train texts, train labels, test texts, test labels); labels are int ids into all_class_names()."""
         raise NotImplementedError
 
+    def use_tokenizer(self, state: dict[str, Any]) -> None:
+        """Read the texts with this tokenizer (`tokenizer_state` of a model trained before) instead of building
+        one from `data.tokenizer`; before `setup`."""
+        self.tokenizer = tokenizer_from_state(state)
+
     def load_arrays(self):
         texts, y, test_texts, y_test = self.load_texts()
-        self.tokenizer = build_tokenizer(texts, self.tokenizer_cfg, self.cache_dir, self.corpus_name)
+        if self.tokenizer is None:  # else: a pretrained checkpoint's (use_tokenizer)
+            self.tokenizer = build_tokenizer(texts, self.tokenizer_cfg, self.cache_dir, self.corpus_name)
         x, x_test = encode_cached(self.tokenizer, [texts, test_texts], self.max_length, self.cache_dir, self.corpus_name)
         return x, np.asarray(y, dtype=np.int64), x_test, np.asarray(y_test, dtype=np.int64)
 
@@ -95,9 +103,8 @@ class TextDataModule(ArrayDataModule):
 def encode_cached(tokenizer: Tokenizer, parts: list[list[str]], max_length: int, cache_dir: str | os.PathLike,
                   corpus: str) -> list[np.ndarray]:
     """Encode each list of texts; the id arrays are cached, keyed by tokenizer, max_length and the texts."""
-    h = hashlib.sha1(f"{tokenizer.path}|{tokenizer.vocab_size}|{max_length}".encode())
-    if getattr(tokenizer, "path", None) and Path(str(tokenizer.path)).is_file():
-        h.update(Path(str(tokenizer.path)).read_bytes())
+    h = hashlib.sha1(f"{max_length}|".encode())
+    h.update(json.dumps(tokenizer_state(tokenizer), sort_keys=True).encode())  # the tokenizer itself, not its file name
     for texts in parts:
         h.update(corpus_fingerprint(texts).encode())
     path = Path(os.path.expanduser(str(cache_dir))) / "encoded" / f"{corpus}-{max_length}-{h.hexdigest()[:12]}.npz"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,7 +151,11 @@ def train_tokenizer(texts: Sequence[str], kind: str = "wordpiece", vocab_size: i
     settings = {"kind": kind, "vocab_size": vocab_size, "lowercase": bool(lowercase), "min_frequency": int(min_frequency)}
     path = cache_path(cache_dir, corpus, settings, corpus_fingerprint(texts))
     if path.is_file():
-        return TrainedTokenizer(HFTokenizer.from_file(str(path)), path, cache_hit=True)
+        try:
+            return TrainedTokenizer(HFTokenizer.from_file(str(path)), path, cache_hit=True)
+        except Exception as e:  # tokenizers raises a bare Exception on a damaged file: the cache is ours to rebuild
+            logging.getLogger("transferlab").warning("tokenizer cache %s is not readable (%s); training it again",
+                                                     path, (str(e).splitlines() or [""])[0][:200])
     backend = _new_tokenizer(kind, lowercase)
     trainer = _trainer(kind, vocab_size, min_frequency)
     backend.train_from_iterator(texts, trainer=trainer, length=len(texts))
