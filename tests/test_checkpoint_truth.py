@@ -213,3 +213,8 @@ def test_finetuning_a_text_checkpoint_reads_the_data_with_its_tokenizer(tmp_path
     pretrained, finetuned = tokenizer(tmp_path / "mlm"), tokenizer(tmp_path / "ft")
     assert pretrained["kind"] == "trained" and finetuned == pretrained
     assert not (tmp_path / "cache_b" / "tokenizers").exists()  # nothing was trained for the fine-tune
+    # a resume reads the data with the tokenizer of the checkpoint it continues
+    resumed = _run(tmp_path / "ft", ["task=finetune", "peft=full", *TEXT, "data.tokenizer.vocab_size=120",
+                                     f"data.cache_dir={tmp_path / 'cache_c'}", "resume=auto", "resume_force=true", "trainer.max_epochs=4"])
+    assert resumed["epochs"] == 4 and tokenizer(tmp_path / "ft") == pretrained
+    assert not (tmp_path / "cache_c" / "tokenizers").exists()

@@ -35,18 +35,17 @@ def build_datamodule(cfg: DictConfig):
     return instantiate(_without_meta(cfg.data), allowed_targets(cfg))
 
 
-def adopt_pretrained_tokenizer(cfg: DictConfig, datamodule: Any) -> None:
-    """Text read for a fine-tune of a checkpoint (`task.pretrained`, a pipeline's hand-off too) goes through that
-    checkpoint's tokenizer, before `setup`: training a tokenizer is not deterministic upstream
-    (huggingface/tokenizers#1794), so one trained here on the same corpus (another machine, a cleared cache) could
-    give ids other than those the pretrained embeddings learned, silently."""
-    path = cfg.task.get("pretrained")
-    if not path or not hasattr(datamodule, "use_tokenizer"):
+def adopt_checkpoint_tokenizer(datamodule: Any, checkpoint: str | Path | None) -> None:
+    """Text read for a model that has weights already (`checkpoint`: the one a run resumes or tests, else
+    `task.pretrained`, a pipeline's hand-off included) goes through that checkpoint's tokenizer, before `setup`:
+    training a tokenizer is not deterministic upstream (huggingface/tokenizers#1794), so one trained here on the
+    same corpus (another machine, a cleared cache) could give ids other than those the weights learned, silently."""
+    if not checkpoint or not hasattr(datamodule, "use_tokenizer"):
         return
     from transferlab.runner.restore import stored_preprocessing
     from transferlab.utils.checkpoint import load_checkpoint
 
-    state = (stored_preprocessing(load_checkpoint(path)) or {}).get("tokenizer")
+    state = (stored_preprocessing(load_checkpoint(checkpoint)) or {}).get("tokenizer")
     if isinstance(state, dict):
         datamodule.use_tokenizer(state)
 

@@ -41,7 +41,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from transferlab.distributed.rank_watch import failed_ranks_named, watch_ranks
     from transferlab.distributed.threads import set_torch_threads
     from transferlab.runner.build import (
-        adopt_pretrained_tokenizer,
+        adopt_checkpoint_tokenizer,
         build_backbone,
         build_callbacks,
         build_datamodule,
@@ -67,7 +67,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     persistent_run_id(out)  # the tracker's run id (e.g. W&B `id`): a resumed run continues the same run
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    adopt_pretrained_tokenizer(cfg, datamodule)
+    adopt_checkpoint_tokenizer(datamodule, resume_checkpoint(cfg, out) or cfg.task.get("pretrained"))
     datamodule.setup("fit")
     spec = datamodule.spec
     backbone = compile_backbone(build_backbone(cfg, spec), bool(cfg.get("compile", False)))
