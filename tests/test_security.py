@@ -254,6 +254,27 @@ def test_a_stored_size_the_weights_do_not_have_is_refused_before_a_real_model_is
 
 
 @pytest.mark.parametrize("path,kind", RESTORES, ids=["task", "backbone", "adapter_file"])
+def test_a_stored_depth_the_weights_do_not_have_stops_the_meta_build_at_the_files_tensor_count(tmp_path, monkeypatch,
+                                                                                           path, kind):
+    """`model.depth: 10**6` over one block's weights: without memory each block still takes time to construct
+    (minutes for 10**6); the build stops once it registers more parameters than twice the file's tensors."""
+    from torch import nn
+
+    from transferlab.config.instantiate import DEFAULT_ALLOWED
+    from transferlab.runner import restore
+
+    file = _real_checkpoint(tmp_path, kind, depth=10**6)
+    blocks, real_init = [], nn.LayerNorm.__init__  # one LayerNorm a block
+    monkeypatch.setattr(nn.LayerNorm, "__init__", lambda self, *a, **k: (blocks.append(1), real_init(self, *a, **k))[1])
+    with pytest.raises(UserError) as err:
+        getattr(restore, path)(file, list(DEFAULT_ALLOWED))
+    tensors = 6  # the file's fc, norm and head weights and biases (this adapter file has no base)
+    assert str(err.value) == (f"{file}: its stored config builds more than {2 * tensors + 64} parameters, but the file "
+                              f"holds {tensors} tensors (a size or depth its weights do not have)")
+    assert len(blocks) < 40  # stopped within the first blocks, not after 10**6
+
+
+@pytest.mark.parametrize("path,kind", RESTORES, ids=["task", "backbone", "adapter_file"])
 def test_a_fitting_file_is_checked_on_meta_then_built_for_real_with_its_weights(tmp_path, mlp_devices, path, kind):
     from transferlab.config.instantiate import DEFAULT_ALLOWED
     from transferlab.runner import restore

@@ -295,28 +295,66 @@ def _building_from(file: Path) -> Iterator[None]:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the builders raise on a file's values
         cause = e.__cause__ or e  # Hydra wraps the constructor's error
+        if isinstance(cause, UserError):  # raised inside a constructor (`_shapes_only`'s parameter count)
+            raise cause from None
         raise CheckpointError(f"{file}: its stored config does not build a model ({type(cause).__name__}: "
                               f"{(str(cause).splitlines() or [''])[0][:200]})") from None
 
 
 @contextlib.contextmanager
-def _shapes_only() -> Iterator[None]:
+def _shapes_only(file: Path, tensors: int) -> Iterator[None]:
     """Build on PyTorch's meta device: parameters and buffers get shapes and dtypes but no memory, so every check
     of a real build runs before one is allocated (a file whose config says `model.hidden: 1500000` over small
-    weights took 39 s and 7.7 GB to refuse). Loading tensors into a meta model is a no-op torch warns about."""
+    weights took 39 s and 7.7 GB to refuse). Loading tensors into a meta model is a no-op torch warns about.
+
+    A stored config can also ask for many layers (`model.depth: 1000000`): even without memory, building them took
+    minutes. Every parameter of a model is a tensor of its file(s) (`tensors`: the checkpoint's, or an adapter
+    file's plus its base's), so a build that registers more than twice that many (slack for wrappers that register
+    a weight again) is refused as it happens, through torch's public registration hook."""
     import warnings
 
     import torch
+    from torch.nn.modules.module import register_module_parameter_registration_hook
 
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter", category=UserWarning)
-        yield
+    limit, count = 2 * tensors + 64, [0]
+
+    def counted(module, name, param):
+        count[0] += 1
+        if count[0] > limit:
+            raise CheckpointError(f"{file}: its stored config builds more than {limit} parameters, but the file holds "
+                                  f"{tensors} tensors (a size or depth its weights do not have)")
+
+    handle = register_module_parameter_registration_hook(counted)
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter", category=UserWarning)
+            yield
+    finally:
+        handle.remove()
+
+
+def _tensors_in(ckpt: dict[str, Any], base: str | None = None) -> int:
+    """Tensors a checkpoint (its state_dict) or an adapter file holds, plus those of the base it adapts."""
+    from transferlab.utils.checkpoint import load_checkpoint
+
+    def count(node: Any) -> int:
+        if isinstance(node, dict):
+            return sum(count(v) for v in node.values())
+        if isinstance(node, (list, tuple)):
+            return sum(count(v) for v in node)
+        return int(hasattr(node, "shape") and hasattr(node, "dtype"))
+
+    own = count(ckpt.get("state_dict") if isinstance(ckpt.get("state_dict"), dict) else ckpt)
+    return own + (count(load_checkpoint(base).get("state_dict") or {}) if base else 0)
 
 
 def _task(cfg: DictConfig, file: Path, ckpt: dict[str, Any], stored: dict[str, Any], spec: Any, pretrained: str | None) -> Any:
     """Build the task for `spec` and load the file's weights into it (an adapter file onto its pretrained backbone)."""
+    from transferlab.adaptation.artifact import is_adapter_file
+
+    base = (pretrained or ckpt.get("pretrained")) if is_adapter_file(ckpt) else None
     with _building_from(file):
-        with _shapes_only():  # a shape the file's tensors do not have is refused here, before the real build
+        with _shapes_only(file, _tensors_in(ckpt, base)):  # a shape or depth the file's tensors do not have is refused
             _built_task(cfg, file, ckpt, stored, spec, pretrained)
         return _built_task(cfg, file, ckpt, stored, spec, pretrained)
 
@@ -374,7 +412,7 @@ def restore_backbone(path: str | Path, allowed_targets: list[str], data: Any = N
     cfg = _build_config(stored, allowed_targets, data, ("model",))
     datamodule = _datamodule(cfg, ckpt, stage, file)
     with _building_from(file):
-        with _shapes_only():  # as in `_task`: the file's tensors are checked against a backbone without memory first
+        with _shapes_only(file, _tensors_in(ckpt)):  # as in `_task`: checked against a backbone without memory first
             load_backbone(build_backbone(cfg, datamodule.spec), file)
         backbone = build_backbone(cfg, datamodule.spec)
     load_backbone(backbone, file)
