@@ -35,21 +35,6 @@ def build_datamodule(cfg: DictConfig):
     return instantiate(_without_meta(cfg.data), allowed_targets(cfg))
 
 
-def adopt_checkpoint_tokenizer(datamodule: Any, checkpoint: str | Path | None) -> None:
-    """Text read for a model that has weights already (`checkpoint`: the one a run resumes or tests, else
-    `task.pretrained`, a pipeline's hand-off included) goes through that checkpoint's tokenizer, before `setup`:
-    training a tokenizer is not deterministic upstream (huggingface/tokenizers#1794), so one trained here on the
-    same corpus (another machine, a cleared cache) could give ids other than those the weights learned, silently."""
-    if not checkpoint or not hasattr(datamodule, "use_tokenizer"):
-        return
-    from transferlab.runner.restore import stored_preprocessing
-    from transferlab.utils.checkpoint import load_checkpoint
-
-    state = (stored_preprocessing(load_checkpoint(checkpoint)) or {}).get("tokenizer")
-    if isinstance(state, dict):
-        datamodule.use_tokenizer(state)
-
-
 def build_backbone(cfg: DictConfig, spec):
     return instantiate(_without_meta(cfg.model), allowed_targets(cfg), input_shape=list(spec.input_shape),
                        vocab_size=spec.vocab_size, pad_id=spec.pad_id)

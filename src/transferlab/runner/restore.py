@@ -252,6 +252,18 @@ def restore_for_inference(path: str | Path, allowed_targets: list[str], pretrain
     return Restored(file, ckpt, stored, datamodule, task=task, backbone=task.backbone, preprocessing=preprocessing)
 
 
+def adopt_checkpoint_tokenizer(datamodule: Any, checkpoint: str | Path | None) -> None:
+    """Text read for a model that has weights already (`checkpoint`: the one a run resumes or tests, else
+    `task.pretrained`, a pipeline's hand-off included) goes through that checkpoint's tokenizer, before `setup`:
+    training a tokenizer is not deterministic upstream (huggingface/tokenizers#1794), so one trained here on the
+    same corpus (another machine, a cleared cache) could give ids other than those the weights learned, silently."""
+    if not checkpoint or not hasattr(datamodule, "use_tokenizer"):
+        return
+    state = (stored_preprocessing(load_checkpoint(checkpoint)) or {}).get("tokenizer")
+    if isinstance(state, dict):
+        datamodule.use_tokenizer(state)
+
+
 def stored_preprocessing(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     """The datamodule's `preprocessing` state saved in a checkpoint (under its class name) or file, if any."""
     if isinstance(ckpt.get("preprocessing"), dict):  # adapter and merged files keep it at the top
@@ -335,7 +347,6 @@ def _shapes_only(file: Path, tensors: int) -> Iterator[None]:
 
 def _tensors_in(ckpt: dict[str, Any], base: str | None = None) -> int:
     """Tensors a checkpoint (its state_dict) or an adapter file holds, plus those of the base it adapts."""
-    from transferlab.utils.checkpoint import load_checkpoint
 
     def count(node: Any) -> int:
         if isinstance(node, dict):

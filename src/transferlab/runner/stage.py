@@ -41,7 +41,6 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from transferlab.distributed.rank_watch import failed_ranks_named, watch_ranks
     from transferlab.distributed.threads import set_torch_threads
     from transferlab.runner.build import (
-        adopt_checkpoint_tokenizer,
         build_backbone,
         build_callbacks,
         build_datamodule,
@@ -51,6 +50,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
         compile_backbone,
     )
     from transferlab.runner.provenance import provenance
+    from transferlab.runner.restore import adopt_checkpoint_tokenizer
     from transferlab.runner.run_folder import check_resume_matches, finished_summary, hydra_files_replaced
     from transferlab.tracking.run_id import persistent_run_id
     from transferlab.utils.hydra import hydra_job_dir
