@@ -208,8 +208,16 @@ def test_finetuning_a_text_checkpoint_reads_the_data_with_its_tokenizer(tmp_path
         return stored_preprocessing(load_checkpoint(folder / "checkpoints" / "last.ckpt"))["tokenizer"]
 
     _run(tmp_path / "mlm", ["task=masked", *TEXT, f"data.cache_dir={tmp_path / 'cache_a'}"])
-    _run(tmp_path / "ft", ["task=finetune", "peft=full", *TEXT, "data.tokenizer.vocab_size=200",
-                           f"data.cache_dir={tmp_path / 'cache_b'}", f"task.pretrained={tmp_path / 'mlm'}"])
+    from transferlab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:  # a tokenizer setting the fine-tune cannot apply
+        _run(tmp_path / "refused", ["task=finetune", "peft=full", *TEXT, "data.tokenizer.vocab_size=200",
+                                    f"task.pretrained={tmp_path / 'mlm'}"])
+    assert str(err.value) == (f"data.tokenizer.vocab_size=200 is invalid: task.pretrained={tmp_path / 'mlm'} brings its "
+                              "own tokenizer (trained with vocab_size=300), which this fine-tune reads its data with: "
+                              "drop the key, or pretrain with it")
+    _run(tmp_path / "ft", ["task=finetune", "peft=full", *TEXT, f"data.cache_dir={tmp_path / 'cache_b'}",
+                           f"task.pretrained={tmp_path / 'mlm'}"])
     pretrained, finetuned = tokenizer(tmp_path / "mlm"), tokenizer(tmp_path / "ft")
     assert pretrained["kind"] == "trained" and finetuned == pretrained
     assert not (tmp_path / "cache_b" / "tokenizers").exists()  # nothing was trained for the fine-tune

@@ -252,16 +252,32 @@ def restore_for_inference(path: str | Path, allowed_targets: list[str], pretrain
     return Restored(file, ckpt, stored, datamodule, task=task, backbone=task.backbone, preprocessing=preprocessing)
 
 
-def adopt_checkpoint_tokenizer(datamodule: Any, checkpoint: str | Path | None) -> None:
+def adopt_checkpoint_tokenizer(datamodule: Any, checkpoint: str | Path | None,
+                               settings: dict[str, Any] | None = None) -> None:
     """Text read for a model that has weights already (`checkpoint`: the one a run resumes or tests, else
     `task.pretrained`, a pipeline's hand-off included) goes through that checkpoint's tokenizer, before `setup`:
     training a tokenizer is not deterministic upstream (huggingface/tokenizers#1794), so one trained here on the
-    same corpus (another machine, a cleared cache) could give ids other than those the weights learned, silently."""
+    same corpus (another machine, a cleared cache) could give ids other than those the weights learned, silently.
+
+    `settings` (a fine-tune's `data.tokenizer`) that differ from those the checkpoint's tokenizer was trained
+    with would do nothing: refused, naming the key."""
     if not checkpoint or not hasattr(datamodule, "use_tokenizer"):
         return
-    state = (stored_preprocessing(load_checkpoint(checkpoint)) or {}).get("tokenizer")
-    if isinstance(state, dict):
-        datamodule.use_tokenizer(state)
+    ckpt = load_checkpoint(checkpoint)
+    state = (stored_preprocessing(ckpt) or {}).get("tokenizer")
+    if not isinstance(state, dict):
+        return
+    stored = (((ckpt.get("hyper_parameters") or {}).get("config") or {}).get("data") or {}).get("tokenizer")
+    if settings is not None and isinstance(stored, dict):
+        for key in sorted(set(settings) & set(stored)):  # a key only one side knows: another version, not a choice
+            if settings.get(key) != stored.get(key):
+                from transferlab.errors import ConfigError
+
+                raise ConfigError(f"data.tokenizer.{key}", settings.get(key),
+                                  f"task.pretrained={checkpoint} brings its own tokenizer (trained with {key}="
+                                  f"{stored.get(key)!r}), which this fine-tune reads its data with: drop the key, or "
+                                  "pretrain with it")
+    datamodule.use_tokenizer(state)
 
 
 def stored_preprocessing(ckpt: dict[str, Any]) -> dict[str, Any] | None:

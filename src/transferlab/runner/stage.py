@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.errors import Preempted, TrainingDiverged
 from transferlab.runner.summary import write_summary
@@ -67,7 +67,9 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     persistent_run_id(out)  # the tracker's run id (e.g. W&B `id`): a resumed run continues the same run
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    adopt_checkpoint_tokenizer(datamodule, resume_checkpoint(cfg, out) or cfg.task.get("pretrained"))
+    resumed, tokenizer = resume_checkpoint(cfg, out), OmegaConf.select(cfg, "data.tokenizer", default=None)
+    adopt_checkpoint_tokenizer(datamodule, resumed or cfg.task.get("pretrained"),
+                               None if resumed or tokenizer is None else OmegaConf.to_container(tokenizer, resolve=True))
     datamodule.setup("fit")
     spec = datamodule.spec
     backbone = compile_backbone(build_backbone(cfg, spec), bool(cfg.get("compile", False)))
