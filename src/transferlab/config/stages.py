@@ -66,7 +66,8 @@ def _flat_keys(node: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _given_keys(overrides: list[str]) -> set[str]:
+def given_keys(overrides: list[str]) -> set[str]:
+    """The keys typed overrides set (`+` dropped; `~key` deletions left out)."""
     keys = set()
     for line in overrides:
         key, sep, _ = str(line).partition("=")
@@ -163,7 +164,7 @@ def stage_config(cfg: DictConfig, name: str, out: Path, overrides: list[str] | N
         if key in stage:
             root[key] = stage.pop(key)
     new = OmegaConf.merge(OmegaConf.create(root), OmegaConf.create(stage))
-    given = _given_keys(command_line()) | debug_keys() if overrides is None else _given_keys(overrides)
+    given = given_keys(command_line()) | debug_keys() if overrides is None else given_keys(overrides)
     typed_task_node = any(k.startswith("task.") and not k.startswith("task.stages.") for k in given)
     apply_command_line(cfg, name, new, stage, given, written_sources(cfg, name) if typed_task_node else None)
     new.paths.output_dir = str(out / name)

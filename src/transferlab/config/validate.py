@@ -397,10 +397,9 @@ def check_method_defaults_read(cfg: DictConfig, overrides: list[str] | None = No
     stage keys). Where nothing in this config reads it (`optimizer=sgd` sets its own lr), it would do nothing."""
     import re
 
-    from transferlab.config.stages import command_line
+    from transferlab.config.stages import command_line, given_keys
 
-    typed = {line.partition("=")[0].lstrip("+") for line in (command_line() if overrides is None else overrides)
-             if "=" in line and not line.startswith("~")}
+    typed = given_keys(command_line() if overrides is None else overrides)
     keys = sorted(k for k in typed if k.startswith(("peft.optimizer.", "peft.trainer.")))
     if not keys:
         return
