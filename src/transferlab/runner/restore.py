@@ -252,8 +252,7 @@ def restore_for_inference(path: str | Path, allowed_targets: list[str], pretrain
     return Restored(file, ckpt, stored, datamodule, task=task, backbone=task.backbone, preprocessing=preprocessing)
 
 
-def adopt_checkpoint_tokenizer(datamodule: Any, checkpoint: str | Path | None,
-                               settings: dict[str, Any] | None = None) -> None:
+def adopt_checkpoint_tokenizer(datamodule: Any, checkpoint: str | Path | None, settings: Any = None) -> None:
     """Text read for a model that has weights already (`checkpoint`: the one a run resumes or tests, else
     `task.pretrained`, a pipeline's hand-off included) goes through that checkpoint's tokenizer, before `setup`:
     training a tokenizer is not deterministic upstream (huggingface/tokenizers#1794), so one trained here on the
@@ -268,7 +267,9 @@ def adopt_checkpoint_tokenizer(datamodule: Any, checkpoint: str | Path | None,
     if not isinstance(state, dict):
         return
     stored = (((ckpt.get("hyper_parameters") or {}).get("config") or {}).get("data") or {}).get("tokenizer")
-    if settings is not None and isinstance(stored, dict):
+    if isinstance(settings, DictConfig):
+        settings = OmegaConf.to_container(settings, resolve=True)
+    if isinstance(settings, dict) and isinstance(stored, dict):
         for key in sorted(set(settings) & set(stored)):  # a key only one side knows: another version, not a choice
             if settings.get(key) != stored.get(key):
                 from transferlab.errors import ConfigError
@@ -440,9 +441,9 @@ def restore_backbone(path: str | Path, allowed_targets: list[str], data: Any = N
     datamodule = _datamodule(cfg, ckpt, stage, file)
     with _building_from(file):
         with _shapes_only(file, _tensors_in(ckpt)):  # as in `_task`: checked against a backbone without memory first
-            load_backbone(build_backbone(cfg, datamodule.spec), file)
+            load_backbone(build_backbone(cfg, datamodule.spec), file, ckpt)
         backbone = build_backbone(cfg, datamodule.spec)
-    load_backbone(backbone, file)
+    load_backbone(backbone, file, ckpt)
     return Restored(file, ckpt, stored, datamodule, backbone=backbone)
 
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from transferlab.errors import Preempted, TrainingDiverged
 from transferlab.runner.summary import write_summary
@@ -67,9 +67,10 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     persistent_run_id(out)  # the tracker's run id (e.g. W&B `id`): a resumed run continues the same run
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    resumed, tokenizer = resume_checkpoint(cfg, out), OmegaConf.select(cfg, "data.tokenizer", default=None)
-    adopt_checkpoint_tokenizer(datamodule, resumed or cfg.task.get("pretrained"),
-                               None if resumed or tokenizer is None else OmegaConf.to_container(tokenizer, resolve=True))
+    ckpt_path = resume_checkpoint(cfg, out)
+    # text is read with the tokenizer of the weights this run starts from; a fine-tune's settings must match it
+    adopt_checkpoint_tokenizer(datamodule, ckpt_path or cfg.task.get("pretrained"),
+                               None if ckpt_path else cfg.data.get("tokenizer"))
     datamodule.setup("fit")
     spec = datamodule.spec
     backbone = compile_backbone(build_backbone(cfg, spec), bool(cfg.get("compile", False)))
@@ -81,7 +82,6 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     with failed_ranks_named():
         trainer = build_trainer(cfg, out, callbacks, loggers)
         watch_ranks(trainer)
-        ckpt_path = resume_checkpoint(cfg, out)
         if ckpt_path:
             log.info("resuming from %s", ckpt_path)
             keep_logs_for_resume(trainer)

@@ -104,10 +104,11 @@ def _kind(t: torch.Tensor) -> str:
     return "complex" if t.is_complex() else "float" if t.is_floating_point() else "bool" if t.dtype == torch.bool else "int"
 
 
-def load_backbone(backbone: nn.Module, path: str | Path) -> Path:
-    """Load pretrained backbone weights (the fine-tuning hand-off); a mismatch names the keys at fault."""
+def load_backbone(backbone: nn.Module, path: str | Path, ckpt: dict[str, Any] | None = None) -> Path:
+    """Load pretrained backbone weights (the fine-tuning hand-off); a mismatch names the keys at fault.
+    `ckpt`: the file's content, where the caller has read it already."""
     p = resolve_checkpoint(path)
-    state = backbone_state(load_checkpoint(p))
+    state = backbone_state(load_checkpoint(p) if ckpt is None else ckpt)
     if not state:
         raise CheckpointError(f"{p} holds no backbone weights (no 'backbone.*' keys in its state_dict)")
     check_state_matches(backbone.state_dict(), state, p, "model backbone",
