@@ -35,9 +35,13 @@ def with_hidden_patches_replaced(task: MaskedTask, x: torch.Tensor, masked: torc
 
 
 def test_defaults_are_the_recipe_chosen_on_validation(compose_fn):
-    """conf/task/masked.yaml = the class defaults = experiments/masked_recipe's choice (mask 0.5, pixel loss)."""
+    """conf/task/masked.yaml = the class defaults = experiments/masked_recipe's choice (mask 0.5, pixel loss;
+    task=contrastive's signal augmentation for 200 epochs)."""
     cfg = compose_fn(["task=masked", "model=transformer"])
     assert cfg.task.mask_ratio == 0.5 and cfg.task.norm_pix_loss is False
+    assert cfg.task.augment.signal == compose_fn(["task=contrastive"]).task.augment.signal and cfg.task.augment.image is None
+    assert cfg.trainer.max_epochs == 200 and cfg.trainer.check_val_every_n_epoch == 1
+    assert cfg.task.probe.linear.enabled is False and cfg.task.probe.knn.enabled is False
     task = mae()
     assert task.mask_ratio == 0.5 and task.norm_pix_loss is False
     reference = mae(mask_ratio=0.75)  # MAE's ratio: 25 % of the 10 patches stay visible
@@ -145,3 +149,37 @@ def test_block_masking_hides_one_contiguous_run_at_varied_starts(compose_fn):
     with pytest.raises(ConfigError, match="task.mask_mode"):
         mae(mask_mode="blocks")
     assert compose_fn(["task=masked", "model=transformer"]).task.mask_mode == "random"
+
+
+def test_augment_reaches_training_batches_only(compose_fn):
+    """`task.augment.<modality>` (MAE's training-time augmentation): a training batch is the augmented input
+    (here a gain of exactly 2) and validation reads the clean one; null = off."""
+    plain, doubled = mae(), mae(augment={"signal": {"amplitude": [2.0, 2.0]}, "image": None})
+    assert plain.augment is None
+    x = torch.randn(8, 1, 40)
+
+    def loss(task, inputs, draws_gain: bool):
+        torch.manual_seed(1)
+        if draws_gain:
+            torch.rand(8)  # the gain's draw, which precedes the masking's
+        return task.objective(inputs, None)[0]
+
+    with torch.no_grad():
+        torch.testing.assert_close(loss(doubled, x, False), loss(plain, x, False))  # eval: clean inputs
+        doubled.train(), plain.train()
+        torch.testing.assert_close(loss(doubled, x, False), loss(plain, 2 * x, True))
+        assert not torch.allclose(loss(doubled, x, False), loss(plain, x, True))
+
+
+def test_roll_shifts_each_signal_circularly():
+    from transferlab.tasks.augment import build_augment
+
+    x = torch.arange(40.0).repeat(64, 2, 1)  # (64, 2, 40): two channels, rolled together
+    out = build_augment({"signal": {"roll": 0.25}}, "signal")(x, torch.Generator().manual_seed(0))
+    shifts = (out[:, 0, 0].long() * -1) % 40  # the value now at position 0 says how far it moved
+    for row, k in zip(out, shifts):
+        torch.testing.assert_close(row, torch.roll(x[0], int(k), dims=-1))
+    signed = (shifts + 20) % 40 - 20
+    assert signed.abs().max() <= 10 and len(set(signed.tolist())) > 10  # within ±25 % of 40, and varied
+    with pytest.raises(ConfigError, match="task.augment.image.roll"):
+        build_augment({"image": {"roll": 0.1}}, "image")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from transferlab.errors import ConfigError
 
-SPATIAL_KEYS = ("crop", "shift", "amplitude", "noise")
+SPATIAL_KEYS = ("crop", "shift", "roll", "amplitude", "noise")
 TEXT_KEYS = ("token_drop",)
 
 
@@ -29,21 +29,23 @@ class Augment:
     crop: [lo, hi] fraction of each spatial axis a view covers, resized back to full size
       (images: random resized crop; signals: time scaling). null = off.
     shift: max translation as a fraction of each axis (zero padding outside). 0 = off.
+    roll: (signals) max circular shift as a fraction of the length: what leaves the end comes back at the
+      start, as MNIST-1D's own generator translates its templates. 0 = off.
     amplitude: [lo, hi] per-example gain. null = off.
     noise: std of additive Gaussian noise (inputs are normalized, so this is relative). 0 = off.
     token_drop: (text) probability that a non-pad token is replaced by the pad token.
     """
 
-    def __init__(self, modality: str, crop: Sequence[float] | None = None, shift: float = 0.0,
+    def __init__(self, modality: str, crop: Sequence[float] | None = None, shift: float = 0.0, roll: float = 0.0,
                  amplitude: Sequence[float] | None = None, noise: float = 0.0, token_drop: float = 0.0,
                  pad_id: int | None = None):
-        self.modality, self.crop, self.shift = modality, crop, float(shift)
+        self.modality, self.crop, self.shift, self.roll = modality, crop, float(shift), float(roll)
         self.amplitude, self.noise, self.token_drop, self.pad_id = amplitude, float(noise), float(token_drop), pad_id
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.modality == "text":
             return self._text(x, generator)
-        x = self._resample(x, generator)
+        x = self._roll(self._resample(x, generator), generator)
         n = x.shape[0]
         if self.amplitude is not None:
             x = x * _uniform(n, self.amplitude, x.device, generator).view(n, *([1] * (x.dim() - 1)))
@@ -73,6 +75,16 @@ class Augment:
         out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out.squeeze(2) if signal else out
 
+    def _roll(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Each example circularly shifted along its length by up to `roll` of it, either way."""
+        if self.roll <= 0:
+            return x
+        n, length = x.shape[0], x.shape[-1]
+        most = int(self.roll * length)
+        k = torch.randint(-most, most + 1, (n, 1, 1), device=x.device, generator=generator)
+        index = (torch.arange(length, device=x.device) - k) % length
+        return x.gather(-1, index.expand_as(x))
+
     def _text(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if self.token_drop <= 0:
             return x
@@ -94,6 +106,8 @@ def build_augment(cfg: Mapping[str, Any] | None, modality: str, pad_id: int | No
     bad = sorted(set(node) - set(valid))
     if bad:
         raise ConfigError(f"{key}.{modality}.{bad[0]}", node[bad[0]], f"one of the keys {list(valid)}")
+    if modality != "signal" and float(node.get("roll") or 0) != 0:
+        raise ConfigError(f"{key}.{modality}.roll", node["roll"], "0 (a circular shift is for signals)")
     for name in ("crop", "amplitude"):
         bounds = node.get(name)
         if bounds is not None and (len(bounds) != 2 or not 0 < float(bounds[0]) <= float(bounds[1])):

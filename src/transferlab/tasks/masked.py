@@ -15,6 +15,7 @@ from torch import nn
 
 from transferlab.backbones.transformer import Block, Transformer
 from transferlab.errors import ConfigError
+from transferlab.tasks.augment import build_augment
 from transferlab.tasks.lm_head import vocab_head, vocab_logits
 from transferlab.tasks.ssl import SSLTask
 
@@ -41,7 +42,8 @@ class MaskedTask(SSLTask):
             raise ConfigError("task.mask_ratio", ratio, "a number in (0, 1)")
 
     def __init__(self, *args: Any, mask_ratio: float = 0.5, mask_mode: str = "random", norm_pix_loss: bool = False,
-                 decoder: dict[str, Any] | None = None, mlm: dict[str, Any] | None = None, **kwargs: Any):
+                 decoder: dict[str, Any] | None = None, mlm: dict[str, Any] | None = None,
+                 augment: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if not isinstance(self.backbone, Transformer):
             raise ConfigError("model", type(self.backbone).__name__, f"task={self.task_name} needs model=transformer")
@@ -54,6 +56,11 @@ class MaskedTask(SSLTask):
             self._init_mlm(dict(mlm or {}), width)
         else:
             self._init_mae(dict(decoder or {}), width)
+        # MAE augments its training images (random resized crop); null for the data's modality = off
+        augment = dict(augment or {})
+        if self.spec.modality == "text" and augment.get("text"):
+            raise ConfigError("task.augment.text", augment["text"], "null (masked-language modeling masks tokens and augments nothing)")
+        self.augment = build_augment(augment, self.spec.modality) if augment.get(self.spec.modality) else None
 
     # -- MAE -------------------------------------------------------------------------------------
     def _init_mae(self, dec: dict[str, Any], width: int) -> None:
@@ -112,6 +119,8 @@ class MaskedTask(SSLTask):
         return (per_patch * masked).sum() / masked.sum()
 
     def _mae(self, x: torch.Tensor, generator: torch.Generator | None):
+        if self.training and self.augment is not None:  # training batches only: val/loss reads clean inputs
+            x = self.augment(x, generator)
         t = self.backbone.num_patches
         order, restore, keep, masked = self.random_masking(x.shape[0], t, x.device, generator)
         pred = self.decode(self.encode_visible(x, order, keep), restore, keep)
