@@ -1,4 +1,5 @@
-"""Each `peft=` method may carry its own optimizer defaults (`peft.optimizer`); overrides still win."""
+"""Each `peft=` method may carry its own optimizer and trainer defaults (`peft.optimizer`, `peft.trainer`), and a
+task its own trainer defaults (`task.trainer`); overrides still win."""
 
 import pytest
 
@@ -101,3 +102,22 @@ def test_lora_targets_the_patch_embedding_on_signals_but_not_on_text():
     assert signal.lora_targets == ("patch_embed", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     text = Transformer(input_shape=(12,), width=16, depth=1, heads=2, vocab_size=50, pad_id=0)
     assert text.lora_targets == ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+def test_a_task_carries_its_epochs_and_the_command_line_and_pipeline_stages_win(compose_fn, tmp_path):
+    from transferlab.config.stages import stage_config
+    from transferlab.config.validate import validate, validate_config_only
+    from transferlab.errors import ConfigError
+
+    masked = ["task=masked", "model=transformer"]
+    own = compose_fn(masked).task.trainer.max_epochs
+    assert own != 20 and compose_fn(masked).trainer.max_epochs == own  # not the trainer group's 20
+    assert compose_fn([*masked, "task.trainer.max_epochs=7"]).trainer.max_epochs == 7
+    assert compose_fn([*masked, "task.trainer.max_epochs=7", "trainer.max_epochs=3"]).trainer.max_epochs == 3
+    assert compose_fn([*masked, "trainer=cpu"]).trainer.max_epochs == own
+    assert compose_fn([*FT, "peft=full"]).trainer.max_epochs == 20  # a task without its own: the trainer group's
+    validate(compose_fn([*masked, "task.trainer.max_epochs=7"], tmp_path))  # `trainer` is not a constructor argument
+    with pytest.raises(ConfigError, match="task.trainer.max_epochs"):
+        validate_config_only(compose_fn([*masked, "task.trainer.max_epochs=0"], tmp_path))
+    mae = compose_fn(["experiment=mnist1d_mae"])  # a pipeline's pretraining stage: its pretrain_trainer wins
+    assert stage_config(mae, "pretrain", tmp_path).trainer.max_epochs == mae.task.pretrain_trainer.max_epochs != own

@@ -205,6 +205,7 @@ SCHEMA: dict[str, Rule] = {
     "peft.optimizer.lr": Rule("number", lo=0, lo_open=True),
     "peft.optimizer.weight_decay": Rule("number", lo=0),
     "peft.trainer.max_epochs": positive_int(),
+    "task.trainer.max_epochs": positive_int(),
     # optimizer / scheduler
     "optimizer.lr": Rule("number", lo=0, lo_open=True),
     "optimizer.weight_decay": Rule("number", lo=0),
@@ -263,6 +264,7 @@ CLOSED_SECTIONS = {
     "task.probe.knn": "callbacks/online_probes.py",
     "peft.optimizer": "conf/optimizer/adamw.yaml",
     "peft.trainer": "conf/trainer/*.yaml and task=transfer's target_trainer",
+    "task.trainer": "conf/trainer/*.yaml",
     "extras": "runner/extras.py",
 }
 
@@ -276,7 +278,7 @@ def check_closed_sections(cfg: DictConfig) -> None:
     """A key under a CLOSED_SECTIONS node that SCHEMA does not list there is read by nobody
     (`+data.generator.num_sample=300` generated the default 5000 signals): refused, with a did-you-mean
     and the valid keys. How each section takes a new key (`+a.b.c=...`):
-    - closed (this check): data.generator, task.decoder/mlm/projection/probe(.linear/.knn), peft.optimizer,
+    - closed (this check): data.generator, task.decoder/mlm/projection/probe(.linear/.knn)/trainer, peft.optimizer,
       peft.trainer (defaults only some conf interpolations read), extras;
     - `_target_` nodes: the target's signature (validate.py `_check_keys`): `+trainer.X` is any argument of
       Lightning's Trainer (it takes no **kwargs), `+task.X` any the task class accepts, a callback's or a

@@ -25,7 +25,7 @@ from transferlab.errors import ConfigError
 EXTRA_KEYS = {
     "data": {"name"},
     "model": {"name"},
-    "task": {"name", "monitor", "monitor_mode"},  # monitor*: read by callbacks (checkpoint, early stopping)
+    "task": {"name", "monitor", "monitor_mode", "trainer"},  # monitor*: read by callbacks; trainer: the task's trainer defaults
     "peft": {"name", *PEFT_DEFAULT_KEYS},  # the method's optimizer / trainer defaults (read by conf/optimizer/adamw.yaml, conf/trainer/*.yaml)
     "optimizer": {"name", "layer_decay"},
     "scheduler": {"name"},
@@ -250,10 +250,11 @@ def check_task_own(cfg: DictConfig) -> None:
         hook(cfg)
 
 
-def check_monitor(cfg: DictConfig) -> None:
+def check_monitor(cfg: DictConfig, probes_run: bool = True) -> None:
     """`task.monitor` names a metric the task logs: checkpointing and early stopping would otherwise fail
     after the first epoch, with Lightning's long error. Skipped when a callback of the user's own (outside
-    transferlab and Lightning) is configured, since it may log the metric itself."""
+    transferlab and Lightning) is configured, since it may log the metric itself. `probes_run=False`
+    (runner/stage.py, once the data is known): an SSL task's online probes do not run, as the data has no labels."""
     monitor = cfg.task.get("monitor")
     if monitor is None or "_target_" not in cfg.task:
         return
@@ -266,14 +267,16 @@ def check_monitor(cfg: DictConfig) -> None:
     if not task_cls.__module__.startswith("transferlab."):  # a user's task (or subclass of ours) may log more
         return
     names = getattr(task_cls, "epoch_metric_names", None)
-    metrics = names(cfg.task) if names else None  # tasks/base.py: None where the task does not know
+    task_cfg = cfg.task if probes_run else OmegaConf.merge(cfg.task, {"probe": {"enabled": False}})
+    metrics = names(task_cfg) if names else None  # tasks/base.py: None where the task does not know
     if metrics is None or monitor in metrics:
         return
     import difflib
 
     close = difflib.get_close_matches(str(monitor), metrics, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    raise ConfigError("task.monitor", monitor, f"a metric task={cfg.task.get('name')} logs each epoch: {hint}"
+    why = "" if probes_run else " (the data has no labels, so the online probes do not run)"
+    raise ConfigError("task.monitor", monitor, f"a metric task={cfg.task.get('name')} logs each epoch{why}: {hint}"
                       f"one of {', '.join(metrics)}")
 
 

@@ -18,6 +18,8 @@ from transferlab.tracking.redact import redact, redact_text
 META_KEYS = ("name",)
 # task keys that the callbacks config reads (`${task.monitor}`), not the task's constructor
 CALLBACK_KEYS = ("monitor", "monitor_mode")
+# a task's own trainer defaults (read by conf/trainer/*.yaml's interpolations), not constructor arguments
+TASK_DEFAULT_KEYS = ("trainer",)
 
 
 def allowed_targets(cfg: DictConfig) -> tuple[str, ...]:
@@ -63,7 +65,7 @@ def build_task(cfg: DictConfig, backbone, spec, config: dict[str, Any] | None = 
         if pretrained != "config":
             kwargs["pretrained"] = pretrained
     task_node = OmegaConf.create(OmegaConf.to_container(cfg.task, resolve=True))
-    for key in CALLBACK_KEYS:
+    for key in (*CALLBACK_KEYS, *TASK_DEFAULT_KEYS):
         task_node.pop(key, None)
     return instantiate(task_node, allowed, _partial_=True)(**kwargs)
 
