@@ -247,7 +247,7 @@ def test_a_new_pipeline_key_reaches_the_stage_an_experiment_gave_its_own_node(tm
 
 @pytest.mark.parametrize("overrides", [
     ["task=supervised", "task.monitor=train/loss", "task.monitor_mode=min"],
-    ["task=masked", "model=transformer", "task.monitor=val/knn_acc", "task.monitor_mode=max"],
+    ["task=masked", "model=transformer", "task.probe.knn.enabled=true", "task.monitor=val/knn_acc", "task.monitor_mode=max"],
     ["task=causal_lm", "data=bbc_news", "model=transformer", "task.monitor=val/perplexity"],
     ["task=supervised", "task.monitor=null"],
     ["task=supervised", "task.monitor=val/mine", "allowed_targets=[transferlab.,torch.optim.,pytorch_lightning.,mypackage.]",
@@ -303,3 +303,28 @@ def test_a_typed_method_default_that_nothing_reads_is_refused():
         check_method_defaults_read(compose_cfg(["task=finetune", "model=transformer", *ok]), ok)
     pipeline = ["task=transfer", "optimizer=sgd", "peft=lora", "peft.optimizer.lr=0.02"]  # a stage key reads it
     check_method_defaults_read(compose_cfg(pipeline), pipeline)
+
+
+def test_a_probe_metric_is_refused_as_monitor_once_the_data_shows_no_labels():
+    """The online probes run only on labelled data (tasks/ssl.py `probes_run`): runner/stage.py checks the monitor
+    again once the data is known, so `val/knn_acc` on unlabelled data fails before training, not after epoch 1."""
+    from transferlab.backbones.transformer import Transformer
+    from transferlab.config.validate import check_monitor
+    from transferlab.data.spec import DataSpec
+    from transferlab.tasks.masked import MaskedTask
+
+    cfg = compose_cfg(["task=masked", "model=transformer", "task.probe.knn.enabled=true", "task.monitor=val/knn_acc",
+                       "task.monitor_mode=max"])
+    check_monitor(cfg)  # the config alone: k-NN is on
+    with pytest.raises(ConfigError) as err:
+        check_monitor(cfg, probes_run=False)
+    assert str(err.value).startswith("task.monitor='val/knn_acc' is invalid: a metric task=masked logs each epoch "
+                                     "(the data has no labels, so the online probes do not run)")
+    assert "one of val/loss, train/loss" in str(err.value)
+    opt, sched = {"_target_": "torch.optim.AdamW", "lr": 1e-3}, {"name": "constant"}
+
+    def task(num_classes: int) -> MaskedTask:
+        spec = DataSpec("signal", (1, 40), num_classes, tuple(str(i) for i in range(num_classes)))
+        return MaskedTask(Transformer((1, 40), width=16, depth=1, heads=2), spec, opt, sched, name="masked", probe={"enabled": True})
+
+    assert task(3).probes_run is True and task(0).probes_run is False

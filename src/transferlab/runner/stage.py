@@ -37,6 +37,7 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from transferlab.callbacks.fault_tolerance import keep_logs_for_resume
     from transferlab.callbacks.step_stats import StepStats
     from transferlab.config.instantiate import to_plain
+    from transferlab.config.validate import check_monitor
     from transferlab.distributed.launch import prepare_launch
     from transferlab.distributed.rank_watch import failed_ranks_named, watch_ranks
     from transferlab.distributed.threads import set_torch_threads
@@ -75,6 +76,8 @@ def run_stage(cfg: DictConfig, out: Path) -> dict[str, Any]:
     spec = datamodule.spec
     backbone = compile_backbone(build_backbone(cfg, spec), bool(cfg.get("compile", False)))
     task = build_task(cfg, backbone, spec)
+    if getattr(task, "probes_run", True) is False:  # unlabelled data: no online probe metric to monitor
+        check_monitor(cfg, probes_run=False)
     if hasattr(task, "set_test_sets") and hasattr(datamodule, "test_set_names"):
         task.set_test_sets(datamodule.test_set_names)
     callbacks, loggers = build_callbacks(cfg), build_loggers(cfg)

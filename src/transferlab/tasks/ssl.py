@@ -32,6 +32,11 @@ class SSLTask(BaseTask):
             self._probes = OnlineProbes(self.backbone.feature_dim, self.spec.num_classes,
                                         self.probe_cfg.get("linear"), self.probe_cfg.get("knn"))
 
+    @property
+    def probes_run(self) -> bool:
+        """Whether the online probes run: `task.probe.enabled` and the data has labels."""
+        return self._probes is not None
+
     def objective(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
         raise NotImplementedError
 
