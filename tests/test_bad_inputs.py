@@ -124,7 +124,8 @@ CONFIG_ROWS = [
     # task.monitor names a metric the task logs (else Lightning fails after the first epoch)
     ("monitor_typo", SUP + ["task.monitor=val/acc_typo"],
      ["task.monitor='val/acc_typo'", "did you mean 'val/acc'?", "one of val/acc, val/f1, val/loss, train/acc"]),
-    ("monitor_ssl", ["task=masked", "model=transformer", "task.monitor=val/acc", "task.monitor_mode=max"],
+    ("monitor_ssl", ["task=masked", "model=transformer", "task.probe.linear.enabled=true", "task.probe.knn.enabled=true",
+                     "task.monitor=val/acc", "task.monitor_mode=max"],
      ["task.monitor='val/acc'", "task=masked logs each epoch", "val/loss, val/linear_acc, val/knn_acc"]),
     ("monitor_probe_off", ["task=contrastive", "task.probe.knn.enabled=false", "task.monitor=val/knn_acc", "task.monitor_mode=max"],
      ["task.monitor='val/knn_acc'", "one of val/loss, val/linear_acc, train/loss"]),

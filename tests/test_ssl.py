@@ -216,6 +216,8 @@ def test_mnist1d_mae_recipe_pretrains_on_the_larger_pool_and_transfers_on_the_st
     assert list(staged) == ["pretrain", "finetune", "linear_probe", "scratch"]
     pretrain = staged.pop("pretrain")
     assert pretrain.task.name == "masked" and pretrain.trainer.max_epochs == 20
+    # the committed results' masked settings (session 8), not today's task defaults: no augmentation, both online probes
+    assert pretrain.task.augment.signal is None and pretrain.task.probe.linear.enabled and pretrain.task.probe.knn.enabled
     assert dict(pretrain.data.generator) == {"num_samples": 50000, "seed": 7} and pretrain.data.labels_per_class is None
     for name, stage in staged.items():
         assert dict(stage.data.generator) == {"num_samples": 5000, "seed": 42}, name
@@ -236,7 +238,8 @@ def test_ssl_run_logs_probes_and_hands_off_to_finetune(tmp_path, objective):
     from transferlab.utils.checkpoint import backbone_state, load_checkpoint
 
     common = FAST + ["model=transformer", "model.width=32", "model.depth=1", "data.classes=[0,1,2]"]
-    pre = run_stage(compose_cfg(common + [f"task={objective}"], tmp_path / "pre"), tmp_path / "pre")
+    probes_on = ["task.probe.linear.enabled=true", "task.probe.knn.enabled=true"] if objective == "masked" else []  # masked: off by default
+    pre = run_stage(compose_cfg(common + [f"task={objective}", *probes_on], tmp_path / "pre"), tmp_path / "pre")
     saved = json.loads((tmp_path / "pre" / "metrics.json").read_text())
     for key in ("val/loss", "val/linear_acc", "val/knn_acc", "test/loss", "test/linear_acc", "test/knn_acc"):
         assert key in saved and 0 <= saved[key] < 100, key

@@ -1,10 +1,11 @@
-"""Does a larger unlabeled pretraining set make masked pretraining transfer on MNIST-1D?
+"""Masked pretraining on MNIST-1D, read by the issue's probes and by fine-tuning on few labels.
 
-The backbones: the random transformer, and the masked pretrainings `explore.py` ran on a generated set of
-50,000 signals (`data.generator.num_samples=50000 data.generator.seed=7`: 36,000 training signals
+The backbones: the random transformer, and masked pretrainings `explore.py` ran: on a generated set of
+50,000 signals (`big50k`: `data.generator.num_samples=50000 data.generator.seed=7`, 36,000 training signals
 instead of the standard 3,600; another generator seed, so none of the standard set's test signals
-is among them). Every probe and fine-tuning reads the standard MNIST-1D set (5,000 signals, seed 42)
-with the issue's labels: 20 per class for the probes, 10 per class for fine-tuning (all ten classes).
+is among them), and on the standard split with augmentation for 200 epochs (`aug200_np`; `recipe`: the
+task's defaults since session 12). Every probe and fine-tuning reads the standard MNIST-1D set (5,000 signals,
+seed 42) with the issue's labels: 20 per class for the probes, 10 per class for fine-tuning (all ten classes).
 
 Settings (each a `task=finetune model=transformer data=mnist1d` run, seeds paired):
 
@@ -21,6 +22,7 @@ the paired gain with its 95 % t-interval).
     python experiments/masked_recipe/explore.py big50k 0 data.generator.num_samples=50000 data.generator.seed=7   # ~10-15 min a seed
     python experiments/masked_recipe/pool_size.py --seeds 0 1 2      # ~8 min here (10 short runs a seed)
     python experiments/masked_recipe/pool_size.py --seeds 0 --backbones big50k_e10   # another explore.py run
+    python experiments/masked_recipe/pool_size.py --seeds 0 1 2 --backbones recipe   # task=masked's defaults
     python experiments/masked_recipe/pool_size.py --report
 """
 
