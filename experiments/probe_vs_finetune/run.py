@@ -45,6 +45,10 @@ ADAPT = ["linear_probe", "freeze", "full"]
 NOT_OBJECTIVES = {"finetune", "transfer", "causal_lm"}     # fine-tuning, pipelines, text-only objectives
 
 
+# online probes, for the pretraining rows' val/linear_acc and val/knn_acc: task=masked has them off by default
+PROBES_ON = {"masked": ["task.probe.linear.enabled=true", "task.probe.knn.enabled=true"]}
+
+
 def objectives() -> list[str]:
     return sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml") if p.stem not in NOT_OBJECTIVES)
 
@@ -65,7 +69,7 @@ def plan(seeds: list[int], model: str, labels: int | None, pretrain_epochs: int,
         for obj in objectives():
             pname = f"seed{seed}/{obj}/pretrain"
             pre.append(Job(pname, [f"task={obj}", *common, f"data.classes={SOURCE}", f"trainer.max_epochs={1 if smoke else pretrain_epochs}",
-                                   f"seed={seed}"], {"seed": seed, "objective": obj, "method": "pretrain"}))
+                                   f"seed={seed}", *PROBES_ON.get(obj, [])], {"seed": seed, "objective": obj, "method": "pretrain"}))
             for m in adapt_methods():
                 down.append(Job(f"seed{seed}/{obj}/{m}", ["task=finetune", f"peft={m}", f"task.pretrained=PRETRAIN:{pname}", *target],
                                 {"seed": seed, "objective": obj, "method": m}))
