@@ -98,7 +98,8 @@ def report(rows: list[dict], meta: dict) -> str:
     ax.set_xticks([i + width * (len(ms) - 1) / 2 for i in range(len(objs))], objs)
     ax.set_ylabel("test accuracy")
     ax.set_title(f"MNIST-1D 5-9, {meta['labels']} labels/class, model={meta['model']}", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1)  # room above the bars for the legend, which would otherwise cover one
+    ax.legend(fontsize=8, ncol=4, loc="upper center")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(OUT / "probe_vs_finetune.png", dpi=120)
