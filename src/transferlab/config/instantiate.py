@@ -18,6 +18,10 @@ DEFAULT_ALLOWED = ("transferlab.", "torch.optim.", "pytorch_lightning.", "lightn
 # keys of a `peft` node that hold the method's own optimizer / trainer defaults (read by those groups'
 # interpolations), not constructor arguments; a pretraining stage drops them
 PEFT_DEFAULT_KEYS = ("optimizer", "trainer")
+# keys of a `task` node that are not constructor arguments: what the callbacks config reads (`${task.monitor}`),
+# and the task's own trainer defaults (read by conf/trainer/*.yaml's interpolations)
+CALLBACK_KEYS = ("monitor", "monitor_mode")
+TASK_DEFAULT_KEYS = ("trainer",)
 
 
 def _prefix_ok(name: str, allowed: tuple[str, ...]) -> bool:

@@ -16,7 +16,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.config.instantiate import PEFT_DEFAULT_KEYS, check_targets, resolve_target, task_kind
+from transferlab.config.instantiate import (
+    CALLBACK_KEYS,
+    PEFT_DEFAULT_KEYS,
+    TASK_DEFAULT_KEYS,
+    check_targets,
+    resolve_target,
+    task_kind,
+)
 from transferlab.config.schema import check_schema
 from transferlab.config.stages import stages as expand_stages
 from transferlab.errors import ConfigError
@@ -25,7 +32,7 @@ from transferlab.errors import ConfigError
 EXTRA_KEYS = {
     "data": {"name"},
     "model": {"name"},
-    "task": {"name", "monitor", "monitor_mode", "trainer"},  # monitor*: read by callbacks; trainer: the task's trainer defaults
+    "task": {"name", *CALLBACK_KEYS, *TASK_DEFAULT_KEYS},  # read by the callbacks config / conf/trainer/*.yaml
     "peft": {"name", *PEFT_DEFAULT_KEYS},  # the method's optimizer / trainer defaults (read by conf/optimizer/adamw.yaml, conf/trainer/*.yaml)
     "optimizer": {"name", "layer_decay"},
     "scheduler": {"name"},

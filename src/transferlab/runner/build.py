@@ -6,7 +6,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config.instantiate import (
+    CALLBACK_KEYS,
     PEFT_DEFAULT_KEYS,
+    TASK_DEFAULT_KEYS,
     check_targets,
     instantiate,
     task_kind,
@@ -16,10 +18,6 @@ from transferlab.config.stages import stages
 from transferlab.tracking.redact import redact, redact_text
 
 META_KEYS = ("name",)
-# task keys that the callbacks config reads (`${task.monitor}`), not the task's constructor
-CALLBACK_KEYS = ("monitor", "monitor_mode")
-# a task's own trainer defaults (read by conf/trainer/*.yaml's interpolations), not constructor arguments
-TASK_DEFAULT_KEYS = ("trainer",)
 
 
 def allowed_targets(cfg: DictConfig) -> tuple[str, ...]:
