@@ -76,6 +76,11 @@ def knn(ckpt: Path, seed: int, out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def folder_name(row: str) -> str:
+    """A table row's name as a run folder name: `masked, its 200 epochs` -> `masked_its_200_epochs`."""
+    return row.replace(",", "").replace(" ", "_")
+
+
 def study(work: Path, seeds: list[int], smoke: bool) -> list[dict]:
     pre_epochs, down_epochs = (1, 2) if smoke else (PRETRAIN_EPOCHS, DOWN_EPOCHS)
     rows = []
@@ -85,7 +90,7 @@ def study(work: Path, seeds: list[int], smoke: bool) -> list[dict]:
                   f"trainer.check_val_every_n_epoch={max(1, down_epochs // 4)}"]
         sources = {"random init": None}
         for obj, task in PRETRAINS.items():
-            out = work / f"seed{seed}" / obj.replace(",", "").replace(" ", "_")
+            out = work / f"seed{seed}" / folder_name(obj)
             epochs = ["trainer.check_val_every_n_epoch=10"] if obj in OWN_EPOCHS and not smoke else \
                 [f"trainer.max_epochs={pre_epochs}", f"trainer.check_val_every_n_epoch={max(1, pre_epochs // 4)}"]
             t0 = time.perf_counter()
@@ -96,7 +101,7 @@ def study(work: Path, seeds: list[int], smoke: bool) -> list[dict]:
                          "wall_s": round(time.perf_counter() - t0, 1)})
             print(f"seed {seed} pretrain {obj}: {json.dumps({k: round(v, 4) for k, v in m.items() if k.startswith('test/')})}", flush=True)
         for src, path in sources.items():
-            tag = src.replace(",", "").replace(" ", "_")
+            tag = folder_name(src)
             pre = [f"task.pretrained={path}"] if path else []
             for method, extra in [("fine-tune", ["peft=full"]), ("linear probe", ["peft=linear_probe", f"optimizer.lr={PROBE_LR}"])]:
                 t0 = time.perf_counter()
