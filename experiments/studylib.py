@@ -25,6 +25,12 @@ from transferlab.analysis.tables import markdown, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# `peft=linear_probe` as it was before experiments/probe_defaults chose its defaults (2026-12-07): a bare linear head
+# on the CLS token, the optimizer group's lr 3e-3 and the trainer group's 20 epochs. A study whose committed results
+# used it gives these method defaults (before its own keys), so a rerun reproduces its raw files; what the study
+# types itself (`optimizer.lr`, `trainer.max_epochs`, `model.pool`, `peft.feature_norm` after them) still wins.
+PROBE_BEFORE_20261207 = ["peft.feature_norm=none", "peft.optimizer.lr=0.003", "peft.trainer.max_epochs=20", "peft.model.pool=cls"]
+
 
 @dataclass
 class Job:

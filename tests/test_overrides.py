@@ -17,7 +17,7 @@ def _stage(overrides: list[str], name: str, tmp_path: Path):
 @pytest.mark.parametrize("overrides, stage, key, expected", [
     ([], "pretrain", "trainer.max_epochs", 15),                                  # the stage's own defaults
     ([], "finetune", "optimizer.lr", 1e-3),
-    ([], "linear_probe", "optimizer.lr", 1e-2),
+    ([], "linear_probe", "optimizer.lr", 0.03),                                 # peft=linear_probe's own lr
     ([], "scratch", "optimizer.lr", 3e-3),                                       # the optimizer group
     (["trainer.max_epochs=1"], "pretrain", "trainer.max_epochs", 1),             # command line: every stage
     (["trainer.max_epochs=1"], "scratch", "trainer.max_epochs", 1),

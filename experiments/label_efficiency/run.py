@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from studylib import (  # noqa: E402
+    PROBE_BEFORE_20261207,
     Job,
     Timer,
     downstream_trainer,
@@ -64,6 +65,7 @@ def plan(seeds: list[int], smoke: bool) -> tuple[list[Job], list[Job]]:
                             f"data.labels_per_class={'null' if k is None else k}", f"seed={seed}",
                             *downstream_trainer(k, d["per_class"], steps)]
                     over += [f"peft={peft}", f"task.pretrained=PRETRAIN:{pname}"] if peft else ["peft=full"]
+                    over += PROBE_BEFORE_20261207 if peft == "linear_probe" else []  # the probe its results used
                     down.append(Job(f"{ds}/seed{seed}/{method}_k{k or 'all'}", over,
                                     {"dataset": ds, "seed": seed, "method": method, "labels_per_class": k or "all"}))
     return pre, down

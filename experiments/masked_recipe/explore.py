@@ -6,7 +6,8 @@ unused, the given overrides), then two probes on 20 labels per class (the issue'
 - a strong probe: scikit-learn logistic regression on standardised frozen features, CLS token and
   mean over patch tokens, C in {0.01, 0.1, 1, 10} chosen on the validation split (test only reported);
   the same for the randomly initialised transformer of that seed (`--random`);
-- the default probe: `task=finetune peft=linear_probe data.labels_per_class=20 task.pretrained=<run>`.
+- the default probe as it was before 2026-12-07 (`PROBE_BEFORE_20261207`: CLS token, no feature norm, lr 3e-3, 20 epochs):
+  `task=finetune peft=linear_probe data.labels_per_class=20 task.pretrained=<run>`.
 
 One JSON line per call is appended to exploration.jsonl.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ROOT, append_jsonl, compose_train, read_jsonl, train_once  # noqa: E402
+from studylib import PROBE_BEFORE_20261207, ROOT, append_jsonl, compose_train, read_jsonl, train_once  # noqa: E402
 
 LABELS = 20
 BASE = ["model=transformer", "threads=1"]  # one torch thread a run (studies share the cores)
@@ -120,7 +121,8 @@ def main() -> None:
         m = train_once(["task=masked", *BASE, f"seed={seed}", *with_data(over)], work / "pretrain")
         row.update({"wall": round(m.get("time/wall_s", time.time() - t0)), "val_loss": m.get("val/loss")})
         row.update(strong_probe(work / "pretrain", seed, work / "probe_cfg", backbone_keys(over)))
-        p = train_once(["task=finetune", "peft=linear_probe", *BASE, *backbone_keys(over), f"seed={seed}", f"data.labels_per_class={LABELS}",
+        p = train_once(["task=finetune", "peft=linear_probe", *PROBE_BEFORE_20261207, *BASE, *backbone_keys(over), f"seed={seed}",
+                        f"data.labels_per_class={LABELS}",
                         f"task.pretrained={work / 'pretrain'}"], work / "probe")
         row.update({"probe_val": p["val/acc"], "probe_test": p["test/acc"]})
     append_jsonl(HERE / "exploration.jsonl", row)

@@ -26,10 +26,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ROOT, append_jsonl, ci95, read_jsonl, train_once  # noqa: E402
+from studylib import PROBE_BEFORE_20261207, ROOT, append_jsonl, ci95, read_jsonl, train_once  # noqa: E402
 
 LABELS = 20
-BASE = ["task=finetune", "peft=linear_probe", "model=transformer", "data=mnist1d", "threads=1", f"data.labels_per_class={LABELS}"]
+# the grid's keys are given; the rest (the pool) is the probe's before 2026-12-07, which its rows used
+BASE = ["task=finetune", "peft=linear_probe", *PROBE_BEFORE_20261207, "model=transformer", "data=mnist1d", "threads=1",
+        f"data.labels_per_class={LABELS}"]
 GRID = {"peft.feature_norm": ["none", "batchnorm"], "optimizer.lr": [3e-3, 1e-2, 3e-2], "trainer.max_epochs": [20, 100]}
 OLD_DEFAULT = ("none", 3e-3, 20)
 ROWS = HERE / "probe_sweep.jsonl"

@@ -26,11 +26,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ci95, train_once, write_csv  # noqa: E402
+from studylib import PROBE_BEFORE_20261207, ci95, train_once, write_csv  # noqa: E402
 
 LABELS = 20
 BASE = ["model=transformer", "data=mnist1d", "threads=1"]  # one torch thread a run (transferlab sets it, not torch.set_num_threads)
-# probe variants: name -> overrides of the probe run (the first is the default `peft=linear_probe`)
+# probe variants: name -> overrides of the probe run (the first is `peft=linear_probe` as it was before 2026-12-07)
 PROBES = {
     "default": [],
     "cls+bn": ["model.pool=cls", "peft.feature_norm=batchnorm"],
@@ -50,7 +50,8 @@ def study(work: Path, variant: str, seeds: list[int], pretrain: list[str], probe
         for backbone, pre in [("masked", [f"task.pretrained={out}"]), ("random", [])]:
             for probe in probes:
                 folder = (work / variant if backbone == "masked" else work / "random") / f"seed{seed}" / f"probe-{probe}"
-                p = train_once(["task=finetune", "peft=linear_probe", *BASE, f"seed={seed}", f"data.labels_per_class={LABELS}",
+                p = train_once(["task=finetune", "peft=linear_probe", *PROBE_BEFORE_20261207, *BASE, f"seed={seed}",
+                                f"data.labels_per_class={LABELS}",
                          *pre, *PROBES[probe]], folder)
                 rows.append({"variant": variant, "seed": seed, "backbone": backbone, "probe": probe,
                              "val_acc": round(p["val/acc"], 4), "test_acc": round(p["test/acc"], 4),

@@ -26,6 +26,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 shared cores: one thread per 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE.parent))
+
+from studylib import PROBE_BEFORE_20261207  # noqa: E402
 
 COMMON = ["threads=1", "model=transformer", "model.width=64", "model.depth=4", "model.heads=4", "data=mnist1d",
           "trainer.enable_progress_bar=false", "logger=csv", "scheduler=cosine", "scheduler.warmup_fraction=0.05"]
@@ -34,7 +37,7 @@ COMMON = ["threads=1", "model=transformer", "model.width=64", "model.depth=4", "
 METHODS: dict[str, tuple[list[str], bool]] = {
     "scratch": (["peft=full"], False),
     "full": (["peft=full"], True),
-    "linear_probe": (["peft=linear_probe"], True),
+    "linear_probe": (["peft=linear_probe", *PROBE_BEFORE_20261207], True),  # the probe its results used
     "freeze_last2": (["peft=freeze", "peft.trainable_blocks=2"], True),
     "bitfit": (["peft=bitfit"], True),
     "lora_r1": (["peft=lora", "peft.r=1", "peft.alpha=2"], True),

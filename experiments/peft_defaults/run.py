@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import ci95, compose_train, train_once, write_csv  # noqa: E402
+from studylib import PROBE_BEFORE_20261207, ci95, compose_train, train_once, write_csv  # noqa: E402
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 BASE = ["model=transformer", "data=mnist1d", "threads=1"]  # one torch thread a run (studies share the cores)
@@ -37,7 +37,7 @@ METHODS = {  # name -> peft overrides
     "ia3": ["peft=ia3"],
     "adapter": ["peft=adapter"],
     "bitfit": ["peft=bitfit"],
-    "linear_probe": ["peft=linear_probe"],
+    "linear_probe": ["peft=linear_probe", *PROBE_BEFORE_20261207, "peft.trainer.max_epochs=60"],  # the probe its rows used
 }
 FIELDS = ["method", "variant", "lr", "seed", "epochs", "val_acc", "test_acc", "trainable_pct", "wall_s", "overrides"]
 # Issue 21 added patch_embed to the transformer's default LoRA-family targets. Rows run before on the old

@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from studylib import (  # noqa: E402
+    PROBE_BEFORE_20261207,
     ROOT,
     Job,
     Timer,
@@ -71,7 +72,8 @@ def plan(seeds: list[int], model: str, labels: int | None, pretrain_epochs: int,
             pre.append(Job(pname, [f"task={obj}", *common, f"data.classes={SOURCE}", f"trainer.max_epochs={1 if smoke else pretrain_epochs}",
                                    f"seed={seed}", *PROBES_ON.get(obj, [])], {"seed": seed, "objective": obj, "method": "pretrain"}))
             for m in adapt_methods():
-                down.append(Job(f"seed{seed}/{obj}/{m}", ["task=finetune", f"peft={m}", f"task.pretrained=PRETRAIN:{pname}", *target],
+                probe = PROBE_BEFORE_20261207 if m == "linear_probe" else []  # the probe its results used
+                down.append(Job(f"seed{seed}/{obj}/{m}", ["task=finetune", f"peft={m}", *probe, f"task.pretrained=PRETRAIN:{pname}", *target],
                                 {"seed": seed, "objective": obj, "method": m}))
     return pre, down
 

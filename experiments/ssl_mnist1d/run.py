@@ -28,6 +28,9 @@ ROOT = HERE.parents[1]
 # results, table and plot; a --smoke run (checks the script) writes to a scratch folder, not over the committed ones
 OUT = ROOT / "outputs" / "studies" / "ssl_mnist1d" / "smoke_results" if "--smoke" in sys.argv[1:] else HERE
 CONF = ROOT / "conf"
+sys.path.insert(0, str(HERE.parent))
+
+from studylib import PROBE_BEFORE_20261207  # noqa: E402
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 LABELS = 10                       # labels per target class
@@ -103,7 +106,8 @@ def study(work: Path, seeds: list[int], smoke: bool) -> list[dict]:
         for src, path in sources.items():
             tag = folder_name(src)
             pre = [f"task.pretrained={path}"] if path else []
-            for method, extra in [("fine-tune", ["peft=full"]), ("linear probe", ["peft=linear_probe", f"optimizer.lr={PROBE_LR}"])]:
+            probe = ["peft=linear_probe", *PROBE_BEFORE_20261207, f"optimizer.lr={PROBE_LR}"]  # the probe its results used
+            for method, extra in [("fine-tune", ["peft=full"]), ("linear probe", probe)]:
                 t0 = time.perf_counter()
                 m = run(["task=finetune", *pre, *extra, *target], work / f"seed{seed}" / f"{tag}-{method.replace(' ', '_')}")
                 rows.append({"seed": seed, "pretrain": src, "method": method, "test_acc": m["test/acc"],

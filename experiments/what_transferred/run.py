@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from studylib import (  # noqa: E402
+    PROBE_BEFORE_20261207,
     ROOT,
     Job,
     Timer,
@@ -39,7 +40,7 @@ from studylib import (  # noqa: E402
 OUT = output_dir(HERE)
 METHODS = {  # name -> (overrides, fine-tuning lr: the pipeline's 1e-3 / 1e-2, peft_benchmark's for the others)
     "full": (["peft=full"], 1e-3),
-    "linear_probe": (["peft=linear_probe"], 1e-2),
+    "linear_probe": (["peft=linear_probe", *PROBE_BEFORE_20261207], 1e-2),  # the probe its results used
     "lora": (["peft=lora"], 3e-3),
     "adapter": (["peft=adapter"], 3e-3),
     "bitfit": (["peft=bitfit"], 1e-2),

@@ -15,9 +15,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from transferlab.errors import ConfigError
 
 DEFAULT_ALLOWED = ("transferlab.", "torch.optim.", "pytorch_lightning.", "lightning.")
-# keys of a `peft` node that hold the method's own optimizer / trainer defaults (read by those groups'
+# keys of a `peft` node that hold the method's own optimizer / trainer / model defaults (read by those groups'
 # interpolations), not constructor arguments; a pretraining stage drops them
-PEFT_DEFAULT_KEYS = ("optimizer", "trainer")
+PEFT_DEFAULT_KEYS = ("optimizer", "trainer", "model")
 # keys of a `task` node that are not constructor arguments: what the callbacks config reads (`${task.monitor}`),
 # and the task's own trainer defaults (read by conf/trainer/*.yaml's interpolations)
 CALLBACK_KEYS = ("monitor", "monitor_mode")

@@ -205,6 +205,7 @@ SCHEMA: dict[str, Rule] = {
     "peft.optimizer.lr": Rule("number", lo=0, lo_open=True),
     "peft.optimizer.weight_decay": Rule("number", lo=0),
     "peft.trainer.max_epochs": positive_int(),
+    "peft.model.pool": Rule("str", choices=("cls", "mean")),
     "task.trainer.max_epochs": positive_int(),
     # optimizer / scheduler
     "optimizer.lr": Rule("number", lo=0, lo_open=True),
@@ -264,6 +265,7 @@ CLOSED_SECTIONS = {
     "task.probe.knn": "callbacks/online_probes.py",
     "peft.optimizer": "conf/optimizer/adamw.yaml",
     "peft.trainer": "conf/trainer/*.yaml and task=transfer's target_trainer",
+    "peft.model": "conf/model/transformer.yaml",
     "task.trainer": "conf/trainer/*.yaml",
     "extras": "runner/extras.py",
 }
