@@ -151,6 +151,12 @@ def test_the_linear_probe_reads_mean_pooled_features_and_the_command_line_wins(c
         validate_config_only(compose_fn([*FT, "peft=linear_probe", "peft.model.pool=last"], tmp_path))
     with pytest.raises(ConfigError, match="peft.model"):
         validate_config_only(compose_fn([*FT, "peft=linear_probe", "+peft.model.width=8"], tmp_path))
+    from transferlab.config.validate import check_method_defaults_read
+
+    typed = ["task=finetune", "peft=linear_probe", "peft.model.pool=cls"]
+    check_method_defaults_read(compose_fn([*typed, "model=transformer"]), [*typed, "model=transformer"])  # read: fine
+    with pytest.raises(ConfigError, match=r"peft.model.pool='cls' is invalid: read by nothing here.*set model.pool="):
+        check_method_defaults_read(compose_fn([*typed, "model=cnn"]), [*typed, "model=cnn"])  # the CNN has no pool
 
 
 def test_a_probe_checkpoint_is_rebuilt_with_the_pool_it_trained_with(compose_fn, tmp_path):

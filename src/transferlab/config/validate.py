@@ -402,15 +402,16 @@ def check_pipeline_root(cfg: DictConfig, overrides: list[str] | None = None) -> 
 
 
 def check_method_defaults_read(cfg: DictConfig, overrides: list[str] | None = None) -> None:
-    """A typed `peft.optimizer.*` / `peft.trainer.*` key is a fine-tuning method's default, which other groups read
-    through `${oc.select:peft.optimizer.lr,...}` (conf/optimizer/adamw.yaml, conf/trainer/*.yaml, a pipeline's
-    stage keys). Where nothing in this config reads it (`optimizer=sgd` sets its own lr), it would do nothing."""
+    """A typed `peft.optimizer.*` / `peft.trainer.*` / `peft.model.*` key is a fine-tuning method's default, which other
+    groups read through `${oc.select:peft.optimizer.lr,...}` (conf/optimizer/adamw.yaml, conf/trainer/*.yaml,
+    conf/model/{transformer,hf}.yaml, a pipeline's stage keys). Where nothing in this config reads it
+    (`optimizer=sgd` sets its own lr, `model=cnn` has no pool), it would do nothing."""
     import re
 
     from transferlab.config.stages import command_line, given_keys
 
     typed = given_keys(command_line() if overrides is None else overrides)
-    keys = sorted(k for k in typed if k.startswith(("peft.optimizer.", "peft.trainer.")))
+    keys = sorted(k for k in typed if k.startswith(("peft.optimizer.", "peft.trainer.", "peft.model.")))
     if not keys:
         return
     texts: list[str] = []
