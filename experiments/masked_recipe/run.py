@@ -1,7 +1,8 @@
 """Does the default masked recipe transfer? MAE pretraining on MNIST-1D, then a linear probe.
 
-Exactly the issue's check: `task=masked model=transformer data=mnist1d` with its defaults
-(all ten classes, labels never read), then `task=finetune peft=linear_probe data.labels_per_class=20`
+The issue's check: `task=masked model=transformer data=mnist1d` with its defaults of the time (sessions 4-5: 20
+epochs, no augmentation, online probes on; `MASKED_BEFORE_RECIPE` gives them now; all ten classes, labels never
+read), then `task=finetune peft=linear_probe data.labels_per_class=20`
 on its backbone, against the same probe on the randomly initialised transformer. The probe
 variants (`--probes`) are chosen on the validation split; the test split is only reported.
 
@@ -26,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import PROBE_BEFORE_20261207, ci95, train_once, write_csv  # noqa: E402
+from studylib import MASKED_BEFORE_RECIPE, PROBE_BEFORE_20261207, ci95, train_once, write_csv  # noqa: E402
 
 LABELS = 20
 BASE = ["model=transformer", "data=mnist1d", "threads=1"]  # one torch thread a run (transferlab sets it, not torch.set_num_threads)
@@ -45,7 +46,7 @@ def study(work: Path, variant: str, seeds: list[int], pretrain: list[str], probe
     rows = []
     for seed in seeds:
         out = work / variant / f"seed{seed}" / "pretrain"
-        m = train_once(["task=masked", *BASE, f"seed={seed}", *pretrain], out)
+        m = train_once(["task=masked", *MASKED_BEFORE_RECIPE, *BASE, f"seed={seed}", *pretrain], out)  # the recipe its rows used
         wall = round(m.get("time/wall_s", 0.0), 1)
         for backbone, pre in [("masked", [f"task.pretrained={out}"]), ("random", [])]:
             for probe in probes:

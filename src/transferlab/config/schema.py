@@ -265,7 +265,7 @@ CLOSED_SECTIONS = {
     "task.probe.knn": "callbacks/online_probes.py",
     "peft.optimizer": "conf/optimizer/adamw.yaml",
     "peft.trainer": "conf/trainer/*.yaml and task=transfer's target_trainer",
-    "peft.model": "conf/model/transformer.yaml",
+    "peft.model": "conf/model/transformer.yaml and hf.yaml",
     "task.trainer": "conf/trainer/*.yaml",
     "extras": "runner/extras.py",
 }
