@@ -30,10 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # used it gives these method defaults (before its own keys), so a rerun reproduces its raw files; what the study
 # types itself (`optimizer.lr`, `trainer.max_epochs`, `model.pool`, `peft.feature_norm` after them) still wins.
 PROBE_BEFORE_20261207 = ["peft.feature_norm=none", "peft.optimizer.lr=0.003", "peft.trainer.max_epochs=20", "peft.model.pool=cls"]
+# both online probes of an SSL pretraining on (task=masked has them off by default; studies report them)
+ONLINE_PROBES_ON = ["task.probe.linear.enabled=true", "task.probe.knn.enabled=true"]
 # `task=masked` as it was before issue 21's recipe (session 12): 20 epochs, no augmentation, both online probes on
 # (a 3-epoch run with these keys gave the same metrics to every digit as commit e1932d3's defaults)
-MASKED_BEFORE_RECIPE = ["task.trainer.max_epochs=20", "task.augment.signal=null", "task.probe.linear.enabled=true",
-                        "task.probe.knn.enabled=true"]
+MASKED_BEFORE_RECIPE = ["task.trainer.max_epochs=20", "task.augment.signal=null", *ONLINE_PROBES_ON]
 
 
 @dataclass

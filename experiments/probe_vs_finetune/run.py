@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from studylib import (  # noqa: E402
+    ONLINE_PROBES_ON,
     PROBE_BEFORE_20261207,
     ROOT,
     Job,
@@ -47,7 +48,7 @@ NOT_OBJECTIVES = {"finetune", "transfer", "causal_lm"}     # fine-tuning, pipeli
 
 
 # online probes, for the pretraining rows' val/linear_acc and val/knn_acc: task=masked has them off by default
-PROBES_ON = {"masked": ["task.probe.linear.enabled=true", "task.probe.knn.enabled=true"]}
+PROBES_ON = {"masked": ONLINE_PROBES_ON}
 
 
 def objectives() -> list[str]:

@@ -30,7 +30,7 @@ OUT = ROOT / "outputs" / "studies" / "ssl_mnist1d" / "smoke_results" if "--smoke
 CONF = ROOT / "conf"
 sys.path.insert(0, str(HERE.parent))
 
-from studylib import PROBE_BEFORE_20261207  # noqa: E402
+from studylib import ONLINE_PROBES_ON, PROBE_BEFORE_20261207  # noqa: E402
 
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 LABELS = 10                       # labels per target class
@@ -41,7 +41,7 @@ PRETRAIN_EPOCHS = 40
 PRETRAINS = {
     "supervised": ["task=supervised"],
     "contrastive": ["task=contrastive"],
-    "masked": ["task=masked", "task.probe.linear.enabled=true", "task.probe.knn.enabled=true"],
+    "masked": ["task=masked", *ONLINE_PROBES_ON],
     # issue 21's recipe as conf/task/masked.yaml gives it: its own 200 epochs (task.trainer.max_epochs), k-NN probe on
     "masked, its 200 epochs": ["task=masked", "task.probe.knn.enabled=true"],
 }
