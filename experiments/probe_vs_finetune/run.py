@@ -43,7 +43,11 @@ OUT = output_dir(HERE)  # results, table and plot (a scratch folder for --smoke)
 SOURCE, TARGET = "[0,1,2,3,4]", "[5,6,7,8,9]"
 STEPS = 400
 PER_CLASS = 360
-ADAPT = ["linear_probe", "freeze", "full"]
+ADAPT = ["linear_probe", "default_probe", "freeze", "full"]
+# a column -> the peft method it runs: `linear_probe` is the probe the study's first rows used (PROBE_BEFORE_20261207:
+# CLS token, lr 3e-3), `default_probe` the method's defaults since 2026-12-07 (mean pool, lr 0.03; the study's 400 steps)
+PEFT_OF = {"default_probe": "linear_probe"}
+SHOWN = {"linear_probe": "linear_probe (CLS, lr 3e-3)", "default_probe": "linear_probe (its defaults: mean, lr 0.03)"}
 NOT_OBJECTIVES = {"finetune", "transfer", "causal_lm"}     # fine-tuning, pipelines, text-only objectives
 
 
@@ -56,7 +60,7 @@ def objectives() -> list[str]:
 
 
 def adapt_methods() -> list[str]:
-    return [m for m in ADAPT if (ROOT / "conf" / "peft" / f"{m}.yaml").is_file()]
+    return [m for m in ADAPT if (ROOT / "conf" / "peft" / f"{PEFT_OF.get(m, m)}.yaml").is_file()]
 
 
 def plan(seeds: list[int], model: str, labels: int | None, pretrain_epochs: int, smoke: bool) -> tuple[list[Job], list[Job]]:
@@ -74,7 +78,8 @@ def plan(seeds: list[int], model: str, labels: int | None, pretrain_epochs: int,
                                    f"seed={seed}", *PROBES_ON.get(obj, [])], {"seed": seed, "objective": obj, "method": "pretrain"}))
             for m in adapt_methods():
                 probe = PROBE_BEFORE_20261207 if m == "linear_probe" else []  # the probe its results used
-                down.append(Job(f"seed{seed}/{obj}/{m}", ["task=finetune", f"peft={m}", *probe, f"task.pretrained=PRETRAIN:{pname}", *target],
+                down.append(Job(f"seed{seed}/{obj}/{m}", ["task=finetune", f"peft={PEFT_OF.get(m, m)}", *probe,
+                                                         f"task.pretrained=PRETRAIN:{pname}", *target],
                                 {"seed": seed, "objective": obj, "method": m}))
     return pre, down
 
@@ -85,16 +90,19 @@ def report(rows: list[dict], meta: dict) -> str:
     g = group(down, ["objective", "method"])
     objs = list(dict.fromkeys(r["objective"] for r in down if r["objective"] != "none (scratch)"))
     ms = [m for m in ADAPT if any(r["method"] == m for r in down)]
-    body = [[o] + [fmt([r["test/acc"] for r in g.get((o, m), [])]) for m in ms]
-            + [fmt([f["test/acc"] - p["test/acc"] for f in g.get((o, "full"), []) for p in g.get((o, "linear_probe"), []) if f["seed"] == p["seed"]])]
-            for o in objs]
+    probes = [m for m in ("linear_probe", "default_probe") if m in ms]
+
+    def gap(o: str, probe: str) -> str:
+        return fmt([f["test/acc"] - p["test/acc"] for f in g.get((o, "full"), []) for p in g.get((o, probe), []) if f["seed"] == p["seed"]])
+
+    body = [[o] + [fmt([r["test/acc"] for r in g.get((o, m), [])]) for m in ms] + [gap(o, p) for p in probes] for o in objs]
     scratch = [r["test/acc"] for r in g.get(("none (scratch)", "full"), [])]
-    body.append(["none (scratch)"] + ["-" if m != "full" else fmt(scratch) for m in ms] + ["-"])
+    body.append(["none (scratch)"] + ["-" if m != "full" else fmt(scratch) for m in ms] + ["-"] * len(probes))
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(1, len(ms))
     for j, m in enumerate(ms):
         vals = [mean_std([r["test/acc"] for r in g.get((o, m), [])]) for o in objs]
-        ax.bar([i + j * width for i in range(len(objs))], [v[0] for v in vals], width, yerr=[v[1] for v in vals], capsize=3, label=m)
+        ax.bar([i + j * width for i in range(len(objs))], [v[0] for v in vals], width, yerr=[v[1] for v in vals], capsize=3, label=SHOWN.get(m, m))
     scratch = mean_std([r["test/acc"] for r in g.get(("none (scratch)", "full"), [])])[0]
     if scratch == scratch:
         ax.axhline(scratch, color="k", ls="--", lw=1, label="scratch")
@@ -109,7 +117,7 @@ def report(rows: list[dict], meta: dict) -> str:
     plt.close(fig)
     return (f"Test accuracy % on MNIST-1D classes 5-9 ({meta['labels']} labels per class, model={meta['model']}), "
             f"pretrained on classes 0-4; mean ± std over seeds {meta['seeds']}\n\n"
-            + markdown_table(["pretraining objective"] + ms + ["full - linear_probe"], body))
+            + markdown_table(["pretraining objective"] + [SHOWN.get(m, m) for m in ms] + [f"full - {SHOWN.get(p, p)}" for p in probes], body))
 
 
 def main() -> None:
