@@ -26,10 +26,12 @@ from transferlab.analysis.tables import markdown, write_csv
 ROOT = Path(__file__).resolve().parents[1]
 
 # `peft=linear_probe` as it was before experiments/probe_defaults chose its defaults (2026-12-07): a bare linear head
-# on the CLS token, the optimizer group's lr 3e-3 and the trainer group's 20 epochs. A study whose committed results
-# used it gives these method defaults (before its own keys), so a rerun reproduces its raw files; what the study
-# types itself (`optimizer.lr`, `trainer.max_epochs`, `model.pool`, `peft.feature_norm` after them) still wins.
-PROBE_BEFORE_20261207 = ["peft.feature_norm=none", "peft.optimizer.lr=0.003", "peft.trainer.max_epochs=20", "peft.model.pool=cls"]
+# and no method defaults, so the groups' own apply (the CLS token, the optimizer group's lr 3e-3 and the trainer
+# group's 20 epochs; a pipeline stage's 1e-2 and 60). A study whose committed results used it gives these overrides
+# (before its own keys), so a rerun configures the probe as its raw files were made; what the study types itself
+# (`optimizer.lr`, `trainer.max_epochs`, `model.pool`) still wins. Deleting the defaults rather than typing the old
+# values: a typed method default that nothing reads (the study sets `trainer.max_epochs`, the CNN has no pool) is refused.
+PROBE_BEFORE_20261207 = ["peft.feature_norm=none", "~peft.optimizer", "~peft.trainer", "~peft.model"]
 # both online probes of an SSL pretraining on (task=masked has them off by default; studies report them)
 ONLINE_PROBES_ON = ["task.probe.linear.enabled=true", "task.probe.knn.enabled=true"]
 # `task=masked` as it was before issue 21's recipe (session 12): 20 epochs, no augmentation, both online probes on

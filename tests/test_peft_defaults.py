@@ -182,8 +182,14 @@ def test_studies_run_before_the_probe_defaults_changed_reproduce_the_earlier_pro
 
     cfg = compose_fn([*FT, "peft=linear_probe", *PROBE_BEFORE_20261207])
     assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.model.pool, cfg.peft.feature_norm) == (pytest.approx(3e-3), 20, "cls", "none")
-    typed = compose_fn([*FT, "peft=linear_probe", *PROBE_BEFORE_20261207, "optimizer.lr=0.01", "trainer.max_epochs=60"])
+    over = [*FT, "peft=linear_probe", *PROBE_BEFORE_20261207, "optimizer.lr=0.01", "trainer.max_epochs=60"]
+    typed = compose_fn(over)
     assert (typed.optimizer.lr, typed.trainer.max_epochs) == (pytest.approx(0.01), 60)  # what a study types still wins
+    from transferlab.config.validate import check_method_defaults_read
+
+    cnn = ["task=finetune", "model=cnn", "peft=linear_probe", *PROBE_BEFORE_20261207, "trainer.max_epochs=-1", "trainer.max_steps=400"]
+    for study in (over, cnn):  # a study's CLI run passes validation (no typed method default that nothing reads)
+        check_method_defaults_read(compose_fn(study), study)
     bbc = compose_fn(["experiment=bbc_news_mlm"])  # its committed probe: a bare head at 1e-2, 30 epochs, mean pool
     probe = stage_config(bbc, "linear_probe", tmp_path, overrides=["experiment=bbc_news_mlm"])
     assert (probe.optimizer.lr, probe.trainer.max_epochs, probe.model.pool, probe.peft.feature_norm) == (pytest.approx(1e-2), 30, "mean", "none")

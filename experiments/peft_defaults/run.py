@@ -37,7 +37,7 @@ METHODS = {  # name -> peft overrides
     "ia3": ["peft=ia3"],
     "adapter": ["peft=adapter"],
     "bitfit": ["peft=bitfit"],
-    "linear_probe": ["peft=linear_probe", *PROBE_BEFORE_20261207, "peft.trainer.max_epochs=60"],  # the probe its rows used
+    "linear_probe": ["peft=linear_probe", *PROBE_BEFORE_20261207],  # the probe its rows used (60 epochs: the protocol's)
 }
 FIELDS = ["method", "variant", "lr", "seed", "epochs", "val_acc", "test_acc", "trainable_pct", "wall_s", "overrides"]
 # Issue 21 added patch_embed to the transformer's default LoRA-family targets. Rows run before on the old

@@ -98,7 +98,7 @@ def report(rows: list[dict], meta: dict) -> str:
     body = [[o] + [fmt([r["test/acc"] for r in g.get((o, m), [])]) for m in ms] + [gap(o, p) for p in probes] for o in objs]
     scratch = [r["test/acc"] for r in g.get(("none (scratch)", "full"), [])]
     body.append(["none (scratch)"] + ["-" if m != "full" else fmt(scratch) for m in ms] + ["-"] * len(probes))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
     width = 0.8 / max(1, len(ms))
     for j, m in enumerate(ms):
         vals = [mean_std([r["test/acc"] for r in g.get((o, m), [])]) for o in objs]
@@ -109,8 +109,8 @@ def report(rows: list[dict], meta: dict) -> str:
     ax.set_xticks([i + width * (len(ms) - 1) / 2 for i in range(len(objs))], objs)
     ax.set_ylabel("test accuracy")
     ax.set_title(f"MNIST-1D 5-9, {meta['labels']} labels/class, model={meta['model']}", fontsize=9)
-    ax.set_ylim(0, 1)  # room above the bars for the legend, which would otherwise cover one
-    ax.legend(fontsize=8, ncol=4, loc="upper center")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))  # below the axes: it covers no bar
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(OUT / "probe_vs_finetune.png", dpi=120)
