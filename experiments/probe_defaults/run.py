@@ -58,8 +58,18 @@ def key(setting: tuple) -> str:
     return " ".join(f"{k}={v}" for k, v in zip(KEYS, setting))
 
 
+def has_pool(cell: str) -> bool:
+    """Whether the cell's backbone has a `model.pool` to choose (the transformer; the CNN has none)."""
+    return not cell.endswith("/cnn")
+
+
+def ran_as(cell: str, setting: tuple) -> tuple:
+    """The setting a cell runs: without a pool, its `model.pool=cls` row stands for both pools."""
+    return setting if has_pool(cell) else setting[:3] + ("cls",)
+
+
 def probe_runs(cell: str, seed: int, masked: str, work: Path) -> tuple[list[str], list[tuple]]:
-    """The cell's probe overrides (backbone, data, labels) and the settings it runs (the CNN has no pool)."""
+    """The cell's probe overrides (backbone, data, labels) and the settings it runs."""
     protocol, backbone = cell.split("/")
     if protocol == "mnist1d20":
         model = "transformer"
@@ -72,8 +82,7 @@ def probe_runs(cell: str, seed: int, masked: str, work: Path) -> tuple[list[str]
         train_once(["task=supervised", f"model={model}", f"data={data}", "threads=1", f"seed={seed}",
                     f"data.classes={SOURCE}", "trainer.max_epochs=15"], pre)
         base = [f"data={data}", f"data.classes={TARGET}", "data.labels_per_class=5", f"task.pretrained={pre}"]
-    settings = SETTINGS if model == "transformer" else sorted({s[:3] + ("cls",) for s in SETTINGS}, key=SETTINGS.index)
-    return [f"model={model}", *base], settings
+    return [f"model={model}", *base], sorted({ran_as(cell, s) for s in SETTINGS}, key=SETTINGS.index)
 
 
 def run(cells: list[str], seeds: list[int], masked: str, work: Path) -> None:
@@ -82,7 +91,7 @@ def run(cells: list[str], seeds: list[int], masked: str, work: Path) -> None:
         for cell in cells:
             base, settings = probe_runs(cell, seed, masked, work)
             for s in settings:
-                over = [f"{k}={v}" for k, v in zip(KEYS, s) if not (k == "model.pool" and "model=cnn" in base)]
+                over = [f"{k}={v}" for k, v in zip(KEYS, s) if k != "model.pool" or has_pool(cell)]
                 if (cell, seed, key(s)) in done:
                     continue
                 t0 = time.perf_counter()
@@ -98,9 +107,7 @@ def report() -> str:
     cells = [c for c in CELLS if any(k[0] == c for k in rows)]
 
     def values(cell: str, s: tuple, field: str) -> dict[int, float]:
-        if cell.endswith("/cnn"):
-            s = s[:3] + ("cls",)  # the CNN has no pool: its row stands for both
-        return {seed: 100 * r[field] for (c, seed, k), r in rows.items() if c == cell and k == key(s)}
+        return {seed: 100 * r[field] for (c, seed, k), r in rows.items() if c == cell and k == key(ran_as(cell, s))}
 
     seeds = sorted({k[1] for k in rows})
     complete = [s for s in SETTINGS if all(len(values(c, s, "val_acc")) == len(seeds) for c in cells)]
@@ -109,7 +116,8 @@ def report() -> str:
     if not scored:
         return "no setting has every cell and seed yet"
     # a tie (within TIE points of the best mean) goes to the cheaper setting: fewer epochs, then the better mean
-    best = min((s for m, s in scored if m >= scored[0][0] - TIE), key=lambda s: (s[2], -dict((k, m) for m, k in scored)[s]))
+    mean_of = {s: m for m, s in scored}
+    best = min((s for m, s in scored if m >= scored[0][0] - TIE), key=lambda s: (s[2], -mean_of[s]))
     lines = [f"Validation accuracy (%, mean over seeds {', '.join(map(str, seeds))}) of each setting in each cell; "
              f"the default is the best mean over the cells, a tie (within {TIE} points) going to fewer epochs "
              "(the CNN's row stands for both pools).", "",

@@ -48,6 +48,10 @@ PRETRAINS = {
 OWN_EPOCHS = {"masked, its 200 epochs"}
 DOWN_EPOCHS = 100                 # 50 labels = 1 batch per epoch -> 100 optimizer steps
 PROBE_LR = 1e-2                   # the linear probe trains only a head: a larger step
+# the downstream methods -> their overrides: `linear probe` is the probe the committed rows used (pinned: CLS token);
+# `default probe` is peft=linear_probe's own defaults since 2026-12-07 (mean pool, lr 0.03; its 100 epochs = the study's)
+METHODS = {"fine-tune": ["peft=full"], "linear probe": ["peft=linear_probe", *PROBE_BEFORE_20261207, f"optimizer.lr={PROBE_LR}"],
+           "default probe": ["peft=linear_probe"]}
 KNN_K = 5
 
 
@@ -106,9 +110,7 @@ def study(work: Path, seeds: list[int], smoke: bool) -> list[dict]:
         for src, path in sources.items():
             tag = folder_name(src)
             pre = [f"task.pretrained={path}"] if path else []
-            probe = ["peft=linear_probe", *PROBE_BEFORE_20261207, f"optimizer.lr={PROBE_LR}"]  # the probe its results used
-            # `default probe`: peft=linear_probe's own defaults since 2026-12-07 (mean pool, lr 0.03; its 100 epochs = the study's)
-            for method, extra in [("fine-tune", ["peft=full"]), ("linear probe", probe), ("default probe", ["peft=linear_probe"])]:
+            for method, extra in METHODS.items():
                 t0 = time.perf_counter()
                 m = run(["task=finetune", *pre, *extra, *target], work / f"seed{seed}" / f"{tag}-{method.replace(' ', '_')}")
                 rows.append({"seed": seed, "pretrain": src, "method": method, "test_acc": m["test/acc"],
@@ -118,7 +120,7 @@ def study(work: Path, seeds: list[int], smoke: bool) -> list[dict]:
             m = knn(path, seed, out) if path else _random_knn(seed, common, out)
             rows.append({"seed": seed, "pretrain": src, "method": f"k-NN (k={KNN_K})", "test_acc": m["test/knn_acc"],
                          "wall_s": round(time.perf_counter() - t0, 1)})
-            print(f"seed {seed} {src}: " + ", ".join(f"{r['method']} {r['test_acc']:.3f}" for r in rows[-4:]), flush=True)
+            print(f"seed {seed} {src}: " + ", ".join(f"{r['method']} {r['test_acc']:.3f}" for r in rows[-len(METHODS) - 1:]), flush=True)
     return rows
 
 

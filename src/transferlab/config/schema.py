@@ -281,7 +281,7 @@ def check_closed_sections(cfg: DictConfig) -> None:
     (`+data.generator.num_sample=300` generated the default 5000 signals): refused, with a did-you-mean
     and the valid keys. How each section takes a new key (`+a.b.c=...`):
     - closed (this check): data.generator, task.decoder/mlm/projection/probe(.linear/.knn)/trainer, peft.optimizer,
-      peft.trainer (defaults only some conf interpolations read), extras;
+      peft.trainer, peft.model (defaults only some conf interpolations read), extras;
     - `_target_` nodes: the target's signature (validate.py `_check_keys`): `+trainer.X` is any argument of
       Lightning's Trainer (it takes no **kwargs), `+task.X` any the task class accepts, a callback's or a
       logger's its class's; targets that forward **kwargs (DDPStrategy) are left open;

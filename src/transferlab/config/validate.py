@@ -33,7 +33,7 @@ EXTRA_KEYS = {
     "data": {"name"},
     "model": {"name"},
     "task": {"name", *CALLBACK_KEYS, *TASK_DEFAULT_KEYS},  # read by the callbacks config / conf/trainer/*.yaml
-    "peft": {"name", *PEFT_DEFAULT_KEYS},  # the method's optimizer / trainer defaults (read by conf/optimizer/adamw.yaml, conf/trainer/*.yaml)
+    "peft": {"name", *PEFT_DEFAULT_KEYS},  # the method's optimizer / trainer / model defaults (read by conf/optimizer, conf/trainer, conf/model)
     "optimizer": {"name", "layer_decay"},
     "scheduler": {"name"},
 }
@@ -411,7 +411,7 @@ def check_method_defaults_read(cfg: DictConfig, overrides: list[str] | None = No
     from transferlab.config.stages import command_line, given_keys
 
     typed = given_keys(command_line() if overrides is None else overrides)
-    keys = sorted(k for k in typed if k.startswith(("peft.optimizer.", "peft.trainer.", "peft.model.")))
+    keys = sorted(k for k in typed if k.startswith(tuple(f"peft.{section}." for section in PEFT_DEFAULT_KEYS)))
     if not keys:
         return
     texts: list[str] = []
