@@ -150,6 +150,31 @@ def test_online_probe_trains_its_head_without_touching_the_backbone():
     assert losses[-1] < losses[0]
 
 
+
+@pytest.mark.parametrize(("probe", "built", "probe_metrics"), [
+    ({"enabled": True, "linear": {"enabled": False}, "knn": {"enabled": False}}, False, []),  # task=masked's default
+    ({"enabled": False}, False, []),
+    ({"enabled": True, "linear": {"enabled": False}, "knn": {"enabled": True}}, True, ["val/knn_acc"]),
+    ({"enabled": True, "linear": {"enabled": True}, "knn": {"enabled": False}}, True, ["val/linear_acc", "train/linear_loss"]),
+])
+def test_probes_switched_off_build_no_head_and_leave_the_random_draws_alone(probe, built, probe_metrics):
+    """A head built for probes that are off would draw from the global RNG and shift the decoder's
+    initialisation: both probes off must give the same weights as `probe.enabled: false`."""
+    spec = signal_spec()
+
+    def weights(probe_cfg):
+        torch.manual_seed(0)
+        task = MaskedTask(tiny_transformer(spec), spec, OPT, SCHED, name="masked", probe=probe_cfg)
+        return task, torch.cat([p.detach().flatten() for p in task.parameters()])
+
+    task, w = weights(probe)
+    _, w_without_probes = weights({"enabled": False})
+    assert task.probes_run is built and len(task.configure_callbacks()) == int(built)
+    assert torch.equal(w, w_without_probes) is not built
+    names = MaskedTask.epoch_metric_names({"probe": probe})
+    assert sorted(set(names) - {"val/loss", "train/loss"}) == sorted(probe_metrics)
+
+
 def test_weighted_knn_on_separable_features_is_perfect():
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(4, 16, generator=g) * 5

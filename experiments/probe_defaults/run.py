@@ -8,7 +8,8 @@ on four (protocol, backbone) cells:
 
 - `mnist1d20/random`, `mnist1d20/masked`: issue 21's protocol. The transformer on MNIST-1D, all ten
   classes, 20 labels per class; randomly initialised, or pretrained by `task=masked` with its defaults
-  (`--masked`, a run folder pattern; `experiments/masked_recipe/explore.py recipe S` makes them).
+  (`--masked`, a run folder pattern; `experiments/masked_recipe/explore.py recipe S task.probe.knn.enabled=true`
+  makes them: `task=masked`'s defaults as they ran before 2026-12-07, when an unused online-probe head was built).
 - `transfer/cnn`: the quickstart's protocol. The CNN pretrained with `task=supervised` on classes 0-4 (15
   epochs, as `task=transfer` does), probed on classes 5-9 with 5 labels per class.
 - `transfer/transformer`: the same with the transformer (its CLS token trained by the supervised head).

@@ -126,7 +126,7 @@ class OnlineProbes(pl.Callback):
 
     def _collect(self, pl_module, batch, dataloader_idx: int) -> None:
         x, y = split_batch(batch)
-        if y is None or dataloader_idx != 0 or not (self.linear_enabled or self.knn_enabled):
+        if y is None or dataloader_idx != 0:
             return
         self._feats.append(_features(pl_module, x))
         self._labels.append(y)

@@ -9,6 +9,15 @@ from transferlab.callbacks.online_probes import OnlineProbes, split_batch
 from transferlab.tasks.base import BaseTask
 
 
+def probe_switches(probe: Any) -> tuple[bool, bool]:
+    """(linear, knn): which online probes `task.probe` switches on (`probe.enabled: false` turns both off)."""
+    probe = probe or {}
+    if not probe.get("enabled", True):
+        return False, False
+    return (bool((probe.get("linear") or {}).get("enabled", True)),
+            bool((probe.get("knn") or {}).get("enabled", True)))
+
+
 class SSLTask(BaseTask):
     """A pretraining objective that never reads labels; `probe` (when the data has labels) adds the
     online linear probe and k-NN evaluation (`val/linear_acc`, `val/knn_acc`, and their `test/` twins).
@@ -28,13 +37,13 @@ class SSLTask(BaseTask):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self._generator: torch.Generator | None = None
         self._probes = None
-        if self.probe_cfg.get("enabled", True) and self.spec.num_classes:
+        if any(probe_switches(self.probe_cfg)) and self.spec.num_classes:  # no head is built for probes that are off
             self._probes = OnlineProbes(self.backbone.feature_dim, self.spec.num_classes,
                                         self.probe_cfg.get("linear"), self.probe_cfg.get("knn"))
 
     @property
     def probes_run(self) -> bool:
-        """Whether the online probes run: `task.probe.enabled` and the data has labels."""
+        """Whether the online probes run: one of them is switched on and the data has labels."""
         return self._probes is not None
 
     def objective(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, int, torch.Tensor | None]:
@@ -90,12 +99,11 @@ class SSLTask(BaseTask):
         """`epoch_metrics`' names, and with `task.probe` the online probes' (callbacks/online_probes.py;
         they exist only when the data has labels)."""
         val, train = [*cls.epoch_metrics("val", torch.zeros(()))], ["train/loss"]
-        probe = task_cfg.get("probe") or {}
-        if probe.get("enabled", True):
-            if (probe.get("linear") or {}).get("enabled", True):
-                val, train = [*val, "val/linear_acc"], [*train, "train/linear_loss"]
-            if (probe.get("knn") or {}).get("enabled", True):
-                val.append("val/knn_acc")
+        linear, knn = probe_switches(task_cfg.get("probe"))
+        if linear:
+            val, train = [*val, "val/linear_acc"], [*train, "train/linear_loss"]
+        if knn:
+            val.append("val/knn_acc")
         return val + train
 
     def on_train_epoch_end(self) -> None:
