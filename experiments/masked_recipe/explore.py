@@ -15,8 +15,8 @@ One JSON line per call is appended to exploration.jsonl.
     python experiments/masked_recipe/explore.py --random random 0                            # random features, ~30 s
     python experiments/masked_recipe/explore.py --random random_p8 0 model.patch_size=8      # random features of that backbone
     python experiments/masked_recipe/explore.py digits 0 data=digits model.patch_size=2      # another data set (default mnist1d)
-    python experiments/masked_recipe/explore.py recipe 0 task.probe.knn.enabled=true         # the committed `recipe` rows, ~14 min
-    python experiments/masked_recipe/explore.py recipe_nohead 0 threads=auto                 # task=masked defaults (200 epochs), ~7 min alone
+    python experiments/masked_recipe/explore.py recipe 0 task.probe.knn.enabled=true         # the committed `recipe` rows, ~15 min
+    python experiments/masked_recipe/explore.py recipe_nohead 0 threads=auto                 # task=masked defaults (200 epochs), 8-10 min
     python experiments/masked_recipe/explore.py --report                                     # exploration.md from the rows
 """
 
