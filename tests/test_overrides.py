@@ -305,6 +305,25 @@ def test_a_typed_method_default_that_nothing_reads_is_refused():
     check_method_defaults_read(compose_cfg(pipeline), pipeline)
 
 
+def test_a_typed_task_default_that_trainer_max_epochs_replaces_is_refused():
+    """`task.trainer.max_epochs` (task=masked's 200) is read by conf/trainer/default.yaml's `${oc.select:...}`; typed
+    beside `trainer.max_epochs`, which replaces that reference, it would be silently outranked."""
+    from transferlab.config.validate import check_method_defaults_read
+
+    typed = ["task.trainer.max_epochs=5", "trainer.max_epochs=3"]
+    cfg = compose_cfg(["task=masked", "model=transformer", *typed])
+    assert cfg.trainer.max_epochs == 3
+    with pytest.raises(ConfigError) as err:
+        check_method_defaults_read(cfg, typed)
+    assert str(err.value) == ("task.trainer.max_epochs=5 is invalid: read by nothing here: a task's default that the chosen "
+                              "trainer config does not read (only ${oc.select:task.trainer.max_epochs,...} references do); "
+                              "set trainer.max_epochs=... instead")
+    alone = ["task.trainer.max_epochs=5"]
+    cfg = compose_cfg(["task=masked", "model=transformer", *alone])
+    assert cfg.trainer.max_epochs == 5
+    check_method_defaults_read(cfg, alone)
+
+
 def test_a_probe_metric_is_refused_as_monitor_once_the_data_shows_no_labels():
     """The online probes run only on labelled data (tasks/ssl.py `probes_run`): runner/stage.py checks the monitor
     again once the data is known, so `val/knn_acc` on unlabelled data fails before training, not after epoch 1."""

@@ -402,16 +402,18 @@ def check_pipeline_root(cfg: DictConfig, overrides: list[str] | None = None) -> 
 
 
 def check_method_defaults_read(cfg: DictConfig, overrides: list[str] | None = None) -> None:
-    """A typed `peft.optimizer.*` / `peft.trainer.*` / `peft.model.*` key is a fine-tuning method's default, which other
-    groups read through `${oc.select:peft.optimizer.lr,...}` (conf/optimizer/adamw.yaml, conf/trainer/*.yaml,
-    conf/model/{transformer,hf}.yaml, a pipeline's stage keys). Where nothing in this config reads it
-    (`optimizer=sgd` sets its own lr, `model=cnn` has no pool), it would do nothing."""
+    """A typed `peft.optimizer.*` / `peft.trainer.*` / `peft.model.*` key is a fine-tuning method's default, and a typed
+    `task.trainer.*` key a task's, which other groups read through `${oc.select:peft.optimizer.lr,...}`
+    (conf/optimizer/adamw.yaml, conf/trainer/*.yaml, conf/model/{transformer,hf}.yaml, a pipeline's stage keys). Where
+    nothing in this config reads it (`optimizer=sgd` sets its own lr, `model=cnn` has no pool, `trainer.max_epochs`
+    typed beside it replaces the reference), it would do nothing."""
     import re
 
     from transferlab.config.stages import command_line, given_keys
 
     typed = given_keys(command_line() if overrides is None else overrides)
-    keys = sorted(k for k in typed if k.startswith(tuple(f"peft.{section}." for section in PEFT_DEFAULT_KEYS)))
+    prefixes = (*(f"peft.{section}." for section in PEFT_DEFAULT_KEYS), *(f"task.{section}." for section in TASK_DEFAULT_KEYS))
+    keys = sorted(k for k in typed if k.startswith(prefixes))
     if not keys:
         return
     texts: list[str] = []
@@ -429,9 +431,11 @@ def check_method_defaults_read(cfg: DictConfig, overrides: list[str] | None = No
     collect(OmegaConf.to_container(cfg, resolve=False))
     for key in keys:
         if not any(re.search(re.escape(key) + r"(?![\w.])", text) for text in texts):
-            raise ConfigError(key, OmegaConf.select(cfg, key), f"read by nothing here: a method's default that the "
-                              f"chosen {key.split('.')[1]} config does not read (only ${{oc.select:{key},...}} "
-                              f"references do); set {key.removeprefix('peft.')}=... instead")
+            owner, setting = key.split(".", 1)
+            whose = "a method's" if owner == "peft" else "a task's"
+            raise ConfigError(key, OmegaConf.select(cfg, key), f"read by nothing here: {whose} default that the "
+                              f"chosen {setting.split('.')[0]} config does not read (only ${{oc.select:{key},...}} "
+                              f"references do); set {setting}=... instead")
 
 
 def validate(cfg: DictConfig) -> None:
