@@ -139,13 +139,20 @@ def collect(jobs: Sequence[Job], work: Path) -> dict[str, dict[str, Any]]:
 
 
 def compose_train(overrides: Sequence[str], out: Path):
-    """The train config with `overrides`, writing into `out`, through Hydra's compose API (no run folder of Hydra's)."""
+    """The train config with `overrides`, writing into `out`, through Hydra's compose API (no run folder of Hydra's).
+    The checks a CLI run makes on its command line run here on `overrides` (compose mode records none), so an
+    in-process study refuses what the same study run with `--jobs` refuses."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from transferlab.config.validate import check_method_defaults_read, check_pipeline_root
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"paths.output_dir={out}"])
+        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={out}"])
+    check_pipeline_root(cfg, list(overrides))
+    check_method_defaults_read(cfg, list(overrides))
+    return cfg
 
 
 def train_once(overrides: Sequence[str], out: Path) -> dict[str, Any]:

@@ -190,6 +190,13 @@ def test_studies_run_before_the_probe_defaults_changed_reproduce_the_earlier_pro
     cnn = ["task=finetune", "model=cnn", "peft=linear_probe", *PROBE_BEFORE_20261207, "trainer.max_epochs=-1", "trainer.max_steps=400"]
     for study in (over, cnn):  # a study's CLI run passes validation (no typed method default that nothing reads)
         check_method_defaults_read(compose_fn(study), study)
+    from studylib import compose_train
+
+    from transferlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^peft.trainer.max_epochs=20 is invalid: read by nothing here"):  # as on the CLI
+        compose_train([*FT, "peft=lora", "trainer.max_epochs=60", "peft.trainer.max_epochs=20"], tmp_path / "inprocess")
+    assert compose_train(over, tmp_path / "inprocess").trainer.max_epochs == 60
     bbc = compose_fn(["experiment=bbc_news_mlm"])  # its committed probe: a bare head at 1e-2, 30 epochs, mean pool
     probe = stage_config(bbc, "linear_probe", tmp_path, overrides=["experiment=bbc_news_mlm"])
     assert (probe.optimizer.lr, probe.trainer.max_epochs, probe.model.pool, probe.peft.feature_norm) == (pytest.approx(1e-2), 30, "mean", "none")
